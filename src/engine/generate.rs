@@ -1,0 +1,239 @@
+//! Batched generation with per-sequence KV caches. Sequences may join between decode
+//! steps (the server's continuous batching) and leave as soon as they finish; the n
+//! samples of one prompt share its prefill.
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use super::sampling::{Sampler, SamplingParams};
+use crate::model::{KvCache, LoadedModel, ModelError, Output, PackedBatch};
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence token was produced.
+    Eos,
+    /// A stop string was produced (it is not part of the text).
+    Stop,
+    /// `max_new_tokens` or the model's context was reached.
+    Length,
+}
+
+/// A finished sample.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generated {
+    /// Identifies the request the sample belongs to (given to [`Generator::add`]).
+    pub request: u64,
+    /// Which of the request's n samples this is.
+    pub index: usize,
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+}
+
+struct Sequence {
+    request: u64,
+    index: usize,
+    cache: KvCache,
+    sampler: Sampler,
+    params: SamplingParams,
+    prompt_tokens: usize,
+    generated: Vec<u32>,
+    /// Token produced last step, to be fed next step.
+    pending: u32,
+}
+
+/// A set of sequences decoded together.
+pub struct Generator<'m> {
+    model: &'m LoadedModel,
+    active: Vec<Sequence>,
+}
+
+/// One prompt to sample `n` continuations of.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    pub request: u64,
+    pub prompt_ids: Vec<u32>,
+    pub params: SamplingParams,
+    pub n: usize,
+}
+
+impl<'m> Generator<'m> {
+    /// An empty generator over `model`.
+    pub fn new(model: &'m LoadedModel) -> Self {
+        Self {
+            model,
+            active: Vec::new(),
+        }
+    }
+
+    /// Number of sequences still decoding.
+    pub fn num_active(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Prefills all prompts in one packed forward and samples each sequence's first
+    /// token. Returns the samples that finished already (one-token answers).
+    pub fn add(&mut self, reqs: &[GenerationRequest]) -> Result<Vec<Generated>, ModelError> {
+        if reqs.is_empty() {
+            return Ok(vec![]);
+        }
+        let max_pos = self.model.decoder.max_positions();
+        for r in reqs {
+            r.params.validate()?;
+            if r.n == 0 {
+                return Err(ModelError::Input("n must be >= 1".into()));
+            }
+            if r.prompt_ids.is_empty() {
+                return Err(ModelError::Input("the prompt is empty".into()));
+            }
+            if r.prompt_ids.len() >= max_pos {
+                return Err(ModelError::Input(format!(
+                    "the prompt has {} tokens but the model's context is {max_pos}",
+                    r.prompt_ids.len()
+                )));
+            }
+        }
+        let layers = self.model.decoder.cfg.num_hidden_layers;
+        let batch = PackedBatch::new(&reqs.iter().map(|r| r.prompt_ids.as_slice()).collect::<Vec<_>>())?;
+        let mut caches: Vec<KvCache> = reqs.iter().map(|_| KvCache::new(layers)).collect();
+        let logits = self
+            .model
+            .decoder
+            .forward(&batch, Some(&mut caches), Output::LastLogits)?;
+        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut done = Vec::new();
+        for ((r, cache), row) in reqs.iter().zip(caches).zip(logits) {
+            for index in 0..r.n {
+                let mut seq = Sequence {
+                    request: r.request,
+                    index,
+                    cache: cache.clone(),
+                    sampler: Sampler::new(&r.params, index as u64),
+                    params: r.params.clone(),
+                    prompt_tokens: r.prompt_ids.len(),
+                    generated: Vec::new(),
+                    pending: 0,
+                };
+                let tok = seq.sampler.sample(&row);
+                match self.accept(&mut seq, tok)? {
+                    Some(g) => done.push(g),
+                    None => self.active.push(seq),
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Records `tok` for `seq`; returns the finished sample if it ended.
+    fn accept(&self, seq: &mut Sequence, tok: u32) -> Result<Option<Generated>, ModelError> {
+        let tokenizer = &self.model.tokenizer;
+        let finish = |seq: &Sequence, reason, text: String| Generated {
+            request: seq.request,
+            index: seq.index,
+            text,
+            token_ids: seq.generated.clone(),
+            finish_reason: reason,
+            prompt_tokens: seq.prompt_tokens,
+        };
+        if tokenizer.eos_ids.contains(&tok) {
+            let text = tokenizer.decode(&seq.generated, true)?;
+            return Ok(Some(finish(seq, FinishReason::Eos, text)));
+        }
+        seq.generated.push(tok);
+        seq.pending = tok;
+        if !seq.params.stop.is_empty() {
+            let text = tokenizer.decode(&seq.generated, true)?;
+            let hit = seq
+                .params
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min();
+            if let Some(at) = hit {
+                return Ok(Some(finish(seq, FinishReason::Stop, text[..at].to_string())));
+            }
+        }
+        let at_context_end = seq.prompt_tokens + seq.generated.len() >= self.model.decoder.max_positions();
+        if seq.generated.len() >= seq.params.max_new_tokens || at_context_end {
+            let text = tokenizer.decode(&seq.generated, true)?;
+            return Ok(Some(finish(seq, FinishReason::Length, text)));
+        }
+        Ok(None)
+    }
+
+    /// One decode step for every active sequence; returns those that finished.
+    pub fn step(&mut self) -> Result<Vec<Generated>, ModelError> {
+        if self.active.is_empty() {
+            return Ok(vec![]);
+        }
+        let batch = PackedBatch {
+            tokens: self.active.iter().map(|s| s.pending).collect(),
+            cu_seqlens: (0..=self.active.len()).collect(),
+        };
+        let mut caches: Vec<KvCache> = self
+            .active
+            .iter_mut()
+            .map(|s| std::mem::replace(&mut s.cache, KvCache::new(0)))
+            .collect();
+        let logits = self
+            .model
+            .decoder
+            .forward(&batch, Some(&mut caches), Output::LastLogits);
+        for (s, c) in self.active.iter_mut().zip(caches) {
+            s.cache = c;
+        }
+        let logits: Tensor = logits?;
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut done = Vec::new();
+        let mut still = Vec::with_capacity(self.active.len());
+        for (mut seq, row) in std::mem::take(&mut self.active).into_iter().zip(rows) {
+            let tok = seq.sampler.sample(&row);
+            match self.accept(&mut seq, tok)? {
+                Some(g) => done.push(g),
+                None => still.push(seq),
+            }
+        }
+        self.active = still;
+        Ok(done)
+    }
+
+    /// Drops every sequence of `request` (a cancelled client).
+    pub fn cancel(&mut self, request: u64) -> usize {
+        let before = self.active.len();
+        self.active.retain(|s| s.request != request);
+        before - self.active.len()
+    }
+
+    /// Runs until every sequence has finished.
+    pub fn run_to_end(&mut self) -> Result<Vec<Generated>, ModelError> {
+        let mut out = Vec::new();
+        while !self.active.is_empty() {
+            out.extend(self.step()?);
+        }
+        Ok(out)
+    }
+}
+
+/// Generates `n` samples for each request and returns them grouped per request, in
+/// sample order.
+pub fn generate(
+    model: &LoadedModel,
+    reqs: &[GenerationRequest],
+) -> Result<Vec<Vec<Generated>>, ModelError> {
+    let mut g = Generator::new(model);
+    let mut all = g.add(reqs)?;
+    all.extend(g.run_to_end()?);
+    let mut grouped: Vec<Vec<Generated>> = reqs.iter().map(|_| Vec::new()).collect();
+    for s in all {
+        if let Some(i) = reqs.iter().position(|r| r.request == s.request) {
+            grouped[i].push(s);
+        }
+    }
+    for gr in &mut grouped {
+        gr.sort_by_key(|s| s.index);
+    }
+    Ok(grouped)
+}

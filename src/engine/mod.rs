@@ -1,0 +1,8 @@
+//! Execution on top of the decoder: sampling and batched generation (and, later, the
+//! judge queue and prefix caches).
+
+pub mod generate;
+pub mod sampling;
+
+pub use generate::{generate, FinishReason, Generated, GenerationRequest, Generator};
+pub use sampling::{Sampler, SamplingParams};

@@ -1,0 +1,34 @@
+//! The `self-judge` command line: generation, judging, tournaments and the server.
+
+use clap::{Parser, Subcommand};
+use self_judge::cli;
+
+#[derive(Parser)]
+#[command(name = "self-judge", version, about = "SELF-JUDGE: one LLM as policy and pairwise judge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a continuation of a prompt.
+    Generate(cli::generate::GenerateArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Generate(a) => cli::generate::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,149 @@
+//! Causal grouped-query attention for one sequence of a packed batch.
+
+use candle_core::{DType, Tensor};
+
+use super::decoder::{softmax_differentiable, OpsMode};
+use super::Result;
+
+/// Additive mask `[n, past + n]`: new token j (absolute position past + j) sees key
+/// position p when p <= past + j and, with a sliding window w, past + j - p < w.
+/// `None` when nothing is masked (a single new token without window limits).
+fn causal_mask(
+    n: usize,
+    past: usize,
+    window: Option<usize>,
+    dtype: DType,
+    dev: &candle_core::Device,
+) -> Result<Option<Tensor>> {
+    let total = past + n;
+    let limited = window.is_some_and(|w| total > w);
+    if n == 1 && !limited {
+        return Ok(None);
+    }
+    let mut m = vec![0f32; n * total];
+    for j in 0..n {
+        let qp = past + j;
+        for (p, slot) in m[j * total..(j + 1) * total].iter_mut().enumerate() {
+            let visible = p <= qp && window.is_none_or(|w| qp - p < w);
+            if !visible {
+                *slot = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Ok(Some(Tensor::from_vec(m, (n, total), dev)?.to_dtype(dtype)?))
+}
+
+/// Attention of `q` (`[n, hq, d]`, the new tokens) over `k`, `v` (`[past + n, hkv, d]`).
+/// Query heads are grouped onto their shared key/value head by a reshape, so keys and
+/// values are never repeated in memory. Returns `[n, hq * d]`.
+pub fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    past: usize,
+    window: Option<usize>,
+    mode: OpsMode,
+) -> Result<Tensor> {
+    let (n, hq, d) = q.dims3()?;
+    let (total, hkv, _) = k.dims3()?;
+    let groups = hq / hkv;
+    let scale = 1.0 / (d as f64).sqrt();
+    // [hq, n, d] -> [hkv, groups * n, d]: heads hkv*g..hkv*(g+1) share one kv head.
+    let qg = q.transpose(0, 1)?.contiguous()?.reshape((hkv, groups * n, d))?;
+    let kt = k.transpose(0, 1)?.contiguous()?; // [hkv, total, d]
+    let vt = v.transpose(0, 1)?.contiguous()?;
+    let mut scores = (qg.matmul(&kt.t()?)? * scale)?; // [hkv, groups*n, total]
+    if let Some(mask) = causal_mask(n, past, window, scores.dtype(), q.device())? {
+        scores = scores
+            .reshape((hkv, groups, n, total))?
+            .broadcast_add(&mask)?
+            .reshape((hkv, groups * n, total))?;
+    }
+    let in_dtype = scores.dtype();
+    let scores = scores.to_dtype(DType::F32)?;
+    let probs = match mode {
+        OpsMode::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
+        OpsMode::Differentiable => softmax_differentiable(&scores)?,
+    }
+    .to_dtype(in_dtype)?;
+    let out = probs.matmul(&vt)?; // [hkv, groups*n, d]
+    Ok(out
+        .reshape((hq, n, d))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((n, hq * d))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Plain per-head reference with explicit loops.
+    fn reference(q: &[f32], k: &[f32], v: &[f32], n: usize, hq: usize, hkv: usize, d: usize) -> Vec<f32> {
+        let total = n;
+        let g = hq / hkv;
+        let mut out = vec![0f32; n * hq * d];
+        for h in 0..hq {
+            let kh = h / g;
+            for i in 0..n {
+                let mut s: Vec<f32> = (0..total)
+                    .map(|j| {
+                        (0..d)
+                            .map(|x| q[(i * hq + h) * d + x] * k[(j * hkv + kh) * d + x])
+                            .sum::<f32>()
+                            / (d as f32).sqrt()
+                    })
+                    .collect();
+                for (j, sj) in s.iter_mut().enumerate() {
+                    if j > i {
+                        *sj = f32::NEG_INFINITY;
+                    }
+                }
+                let m = s.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f32 = e.iter().sum();
+                for x in 0..d {
+                    out[(i * hq + h) * d + x] =
+                        (0..total).map(|j| e[j] / z * v[(j * hkv + kh) * d + x]).sum();
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn grouped_attention_matches_loops() {
+        let dev = Device::Cpu;
+        let (n, hq, hkv, d) = (5, 4, 2, 3);
+        let q = Tensor::randn(0f32, 1.0, (n, hq, d), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (n, hkv, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (n, hkv, d), &dev).unwrap();
+        let want = reference(
+            &q.flatten_all().unwrap().to_vec1().unwrap(),
+            &k.flatten_all().unwrap().to_vec1().unwrap(),
+            &v.flatten_all().unwrap().to_vec1().unwrap(),
+            n, hq, hkv, d,
+        );
+        for mode in [OpsMode::Fused, OpsMode::Differentiable] {
+            let got: Vec<f32> = attend(&q, &k, &v, 0, None, mode)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn sliding_window_masks_old_keys() {
+        let m = causal_mask(2, 3, Some(2), DType::F32, &Device::Cpu).unwrap().unwrap();
+        let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
+        // query position 3 sees 2..=3, position 4 sees 3..=4.
+        assert!(m[0][1].is_infinite() && m[0][2] == 0.0 && m[0][3] == 0.0 && m[0][4].is_infinite());
+        assert!(m[1][2].is_infinite() && m[1][3] == 0.0 && m[1][4] == 0.0);
+    }
+}

@@ -1,0 +1,311 @@
+//! The Llama-family decoder with a packed variable-length forward.
+//!
+//! All sequences of a batch go through every projection as one `[T, hidden]` matrix;
+//! only attention is split per sequence, so no padding FLOPs are spent. Each sequence
+//! may continue a [`KvCache`] (generation, or a shared judge prefix).
+
+use candle_core::{DType, Device, Tensor, D};
+
+use super::attention::attend;
+use super::batch::PackedBatch;
+use super::config::ModelConfig;
+use super::kv::KvCache;
+use super::linear::Linear;
+use super::rope::Rotary;
+use super::weights::WeightSource;
+use super::{ModelError, Result};
+
+/// Which implementation of norm, rotary and softmax to use. The fused kernels are
+/// faster but have no backward pass, so training selects the differentiable ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsMode {
+    Fused,
+    Differentiable,
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// `[num_seqs, vocab]` f32 logits at each sequence's last position only.
+    LastLogits,
+    /// `[num_tokens, vocab]` logits at every position (training).
+    AllLogits,
+    /// `[num_tokens, hidden]` final hidden states (after the last norm).
+    Hidden,
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+    pub input_layernorm: Tensor,
+    pub post_attention_layernorm: Tensor,
+    pub sliding_window: Option<usize>,
+}
+
+/// A loaded decoder. Cheap to clone (tensors are shared).
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    pub cfg: ModelConfig,
+    pub embed_tokens: Tensor,
+    pub layers: Vec<Layer>,
+    pub norm: Tensor,
+    pub lm_head: Linear,
+    rotary: Rotary,
+    mode: OpsMode,
+    dtype: DType,
+    device: Device,
+}
+
+impl Decoder {
+    /// Builds the decoder from weights named as in HF checkpoints.
+    pub fn load(
+        cfg: &ModelConfig,
+        src: &mut dyn WeightSource,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let q_out = cfg.num_attention_heads * cfg.head_dim;
+        let kv_out = cfg.num_key_value_heads * cfg.head_dim;
+        let embed_tokens = src.tensor("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let bias = cfg.attention_bias;
+            layers.push(Layer {
+                q_proj: src.linear(&format!("{p}.self_attn.q_proj"), q_out, h, bias)?,
+                k_proj: src.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, bias)?,
+                v_proj: src.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, bias)?,
+                o_proj: src.linear(&format!("{p}.self_attn.o_proj"), h, q_out, false)?,
+                gate_proj: src.linear(&format!("{p}.mlp.gate_proj"), cfg.intermediate_size, h, false)?,
+                up_proj: src.linear(&format!("{p}.mlp.up_proj"), cfg.intermediate_size, h, false)?,
+                down_proj: src.linear(&format!("{p}.mlp.down_proj"), h, cfg.intermediate_size, false)?,
+                input_layernorm: src.tensor(&format!("{p}.input_layernorm.weight"), &[h])?,
+                post_attention_layernorm: src
+                    .tensor(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                sliding_window: cfg.sliding_window.get(i).copied().flatten(),
+            });
+        }
+        let norm = src.tensor("model.norm.weight", &[h])?;
+        let lm_head = if cfg.tie_word_embeddings || !src.contains("lm_head.weight") {
+            src.tied_lm_head(&embed_tokens)?
+        } else {
+            src.linear("lm_head", cfg.vocab_size, h, false)?
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary: Rotary::new(cfg, dtype, device)?,
+            mode: OpsMode::Fused,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// Switches between fused (inference) and differentiable (training) operations.
+    pub fn set_mode(&mut self, mode: OpsMode) {
+        self.mode = mode;
+    }
+
+    /// The current ops mode.
+    pub fn mode(&self) -> OpsMode {
+        self.mode
+    }
+
+    /// Activation dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Largest number of positions (cached + new) one sequence may have.
+    pub fn max_positions(&self) -> usize {
+        self.rotary.max_positions()
+    }
+
+    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let eps = self.cfg.rms_norm_eps as f32;
+        Ok(match self.mode {
+            OpsMode::Fused => candle_nn::ops::rms_norm(x, w, eps)?,
+            OpsMode::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps)?,
+        })
+    }
+
+    /// Runs the packed batch. With `caches`, sequence i continues `caches[i]` (its
+    /// positions start at the cached length) and its new keys/values are appended.
+    pub fn forward(
+        &self,
+        batch: &PackedBatch,
+        mut caches: Option<&mut [KvCache]>,
+        output: Output,
+    ) -> Result<Tensor> {
+        let n_seqs = batch.num_seqs();
+        if n_seqs == 0 {
+            return Err(ModelError::Input("empty batch".into()));
+        }
+        if let Some(c) = caches.as_deref() {
+            if c.len() != n_seqs {
+                return Err(ModelError::Input(format!(
+                    "{} caches for {n_seqs} sequences",
+                    c.len()
+                )));
+            }
+        }
+        let mut past = vec![0usize; n_seqs];
+        if let Some(c) = caches.as_deref() {
+            for (p, c) in past.iter_mut().zip(c) {
+                *p = c.len();
+            }
+        }
+        let vocab = self.cfg.vocab_size as u32;
+        if let Some(bad) = batch.tokens.iter().find(|&&t| t >= vocab) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let mut positions = Vec::with_capacity(batch.num_tokens());
+        for (i, &p) in past.iter().enumerate() {
+            let end = p + batch.seq_len(i);
+            if end > self.max_positions() {
+                return Err(ModelError::Input(format!(
+                    "sequence {i} needs {end} positions but the model's context is {}",
+                    self.max_positions()
+                )));
+            }
+            positions.extend((p..end).map(|x| x as u32));
+        }
+        let t = batch.num_tokens();
+        let ids = Tensor::from_slice(&batch.tokens, t, &self.device)?;
+        let pos = Tensor::from_vec(positions, t, &self.device)?;
+        let (cos, sin) = self.rotary.tables(&pos)?;
+        let mut x = self.embed_tokens.index_select(&ids, 0)?;
+        let (hq, hkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.num_key_value_heads,
+            self.cfg.head_dim,
+        );
+        for (li, layer) in self.layers.iter().enumerate() {
+            let h = self.rms_norm(&x, &layer.input_layernorm)?;
+            let q = layer.q_proj.forward(&h)?.reshape((t, hq, hd))?;
+            let k = layer.k_proj.forward(&h)?.reshape((t, hkv, hd))?;
+            let v = layer.v_proj.forward(&h)?.reshape((t, hkv, hd))?;
+            let (q, k) = match self.mode {
+                OpsMode::Fused => (
+                    Rotary::apply_fused(&q, &cos, &sin)?,
+                    Rotary::apply_fused(&k, &cos, &sin)?,
+                ),
+                OpsMode::Differentiable => (
+                    Rotary::apply_differentiable(&q, &cos, &sin)?,
+                    Rotary::apply_differentiable(&k, &cos, &sin)?,
+                ),
+            };
+            let mut outs = Vec::with_capacity(n_seqs);
+            for i in 0..n_seqs {
+                let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
+                let qi = q.narrow(0, start, n)?;
+                let ki = k.narrow(0, start, n)?;
+                let vi = v.narrow(0, start, n)?;
+                let (kf, vf) = match caches.as_deref_mut() {
+                    Some(c) => c[i].append(li, &ki, &vi)?,
+                    None => (ki, vi),
+                };
+                outs.push(attend(
+                    &qi,
+                    &kf,
+                    &vf,
+                    past[i],
+                    layer.sliding_window,
+                    self.mode,
+                )?);
+            }
+            let attn = if outs.len() == 1 {
+                outs.pop().expect("one output")
+            } else {
+                Tensor::cat(&outs, 0)?
+            };
+            x = (x + layer.o_proj.forward(&attn)?)?;
+            let h = self.rms_norm(&x, &layer.post_attention_layernorm)?;
+            let gate = layer.gate_proj.forward(&h)?.silu()?;
+            let mlp = layer.down_proj.forward(&(gate * layer.up_proj.forward(&h)?)?)?;
+            x = (x + mlp)?;
+        }
+        match output {
+            Output::LastLogits => {
+                let last: Vec<u32> = batch.cu_seqlens[1..].iter().map(|&e| e as u32 - 1).collect();
+                let idx = Tensor::from_vec(last, n_seqs, &self.device)?;
+                let h = self.rms_norm(&x.index_select(&idx, 0)?, &self.norm)?;
+                Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+            }
+            Output::AllLogits => {
+                let h = self.rms_norm(&x, &self.norm)?;
+                Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+            }
+            Output::Hidden => self.rms_norm(&x, &self.norm),
+        }
+    }
+
+    /// Every dense tensor with its HF name (quantized weights are skipped): what a
+    /// trainer optimises and what a checkpoint writer saves.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        use super::linear::LinearWeight;
+        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let mut lin = |name: String, l: &Linear| {
+            if let LinearWeight::Dense(w) = &l.weight {
+                out.push((format!("{name}.weight"), w.clone()));
+            }
+            if let Some(b) = &l.bias {
+                out.push((format!("{name}.bias"), b.clone()));
+            }
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            lin(format!("{p}.self_attn.q_proj"), &layer.q_proj);
+            lin(format!("{p}.self_attn.k_proj"), &layer.k_proj);
+            lin(format!("{p}.self_attn.v_proj"), &layer.v_proj);
+            lin(format!("{p}.self_attn.o_proj"), &layer.o_proj);
+            lin(format!("{p}.mlp.gate_proj"), &layer.gate_proj);
+            lin(format!("{p}.mlp.up_proj"), &layer.up_proj);
+            lin(format!("{p}.mlp.down_proj"), &layer.down_proj);
+        }
+        if !self.cfg.tie_word_embeddings {
+            lin("lm_head".to_string(), &self.lm_head);
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), layer.input_layernorm.clone()));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                layer.post_attention_layernorm.clone(),
+            ));
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.clone()));
+        out
+    }
+
+    /// Convenience: last-position logits of each sequence, `[n, vocab]`.
+    pub fn last_logits<S: AsRef<[u32]>>(&self, seqs: &[S]) -> Result<Tensor> {
+        self.forward(&PackedBatch::new(seqs)?, None, Output::LastLogits)
+    }
+}
+
+/// Numerically stable softmax over the last dim built from differentiable primitives;
+/// the max is detached because softmax is shift-invariant.
+pub fn softmax_differentiable(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}

@@ -1,0 +1,146 @@
+//! Loads a checkpoint (HF directory or GGUF file) into a decoder, tokenizer and chat
+//! template.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+
+use super::config::ModelConfig;
+use super::decoder::Decoder;
+use super::gguf::GgufFile;
+use super::weights::SafetensorsSource;
+use super::{ModelError, Result};
+use crate::tokenizer::{gguf::from_gguf, ChatTemplate, TextTokenizer};
+
+/// How a checkpoint was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    Safetensors,
+    GgufQuantized,
+    GgufDequantized,
+}
+
+/// Load-time choices.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Activation and dense weight dtype.
+    pub dtype: DType,
+    /// For GGUF: keep matrices quantized (true) or dequantize them to `dtype`.
+    pub quantized: bool,
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            quantized: true,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// Parses `f32`, `bf16` or `f16`.
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" => Ok(DType::F16),
+        other => DType::from_str(other)
+            .ok()
+            .filter(|d| matches!(d, DType::F32 | DType::BF16 | DType::F16))
+            .ok_or_else(|| ModelError::Config(format!("unsupported dtype `{other}` (use f32, bf16 or f16)"))),
+    }
+}
+
+/// A model ready to run: decoder, tokenizer and (optional) chat template.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub decoder: Decoder,
+    pub tokenizer: TextTokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub format: WeightFormat,
+    /// Where the checkpoint came from.
+    pub path: PathBuf,
+}
+
+impl LoadedModel {
+    /// Loads a HF directory or a `.gguf` file.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        if path.is_dir() {
+            Self::load_hf(path, opts)
+        } else if path.is_file() {
+            Self::load_gguf(path, opts)
+        } else {
+            Err(ModelError::Weights(format!("model path {} does not exist", path.display())))
+        }
+    }
+
+    fn load_hf(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::Io {
+            path: cfg_path.display().to_string(),
+            source: e,
+        })?;
+        let cfg = ModelConfig::from_hf_json(&text)?;
+        let mut src = SafetensorsSource::open(dir, opts.dtype, &opts.device)?;
+        let decoder = Decoder::load(&cfg, &mut src, opts.dtype, &opts.device)?;
+        let (tokenizer, template) = TextTokenizer::from_hf_dir(dir, &cfg.eos_token_ids)?;
+        Self::finish(decoder, tokenizer, template, WeightFormat::Safetensors, dir)
+    }
+
+    fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        let cfg = file.config()?;
+        let (tokenizer, template) = from_gguf(&file)?;
+        let mut src = file.source(&cfg, opts.quantized, opts.dtype, &opts.device);
+        let decoder = Decoder::load(&cfg, &mut src, opts.dtype, &opts.device)?;
+        let format = if opts.quantized {
+            WeightFormat::GgufQuantized
+        } else {
+            WeightFormat::GgufDequantized
+        };
+        Self::finish(decoder, tokenizer, template, format, path)
+    }
+
+    fn finish(
+        decoder: Decoder,
+        tokenizer: TextTokenizer,
+        template: Option<String>,
+        format: WeightFormat,
+        path: &Path,
+    ) -> Result<Self> {
+        if tokenizer.vocab_size() > decoder.cfg.vocab_size {
+            return Err(ModelError::Tokenizer(format!(
+                "the tokenizer has {} tokens but the model's vocabulary is {}",
+                tokenizer.vocab_size(),
+                decoder.cfg.vocab_size
+            )));
+        }
+        let chat_template = template.as_deref().map(ChatTemplate::new).transpose()?;
+        Ok(Self {
+            decoder,
+            tokenizer,
+            chat_template,
+            format,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Replaces the checkpoint's chat template (a config's template wins, SPEC §2).
+    pub fn set_chat_template(&mut self, source: &str) -> Result<()> {
+        self.chat_template = Some(ChatTemplate::new(source)?);
+        Ok(())
+    }
+
+    /// The chat template, or an error naming the checkpoint when it has none.
+    pub fn chat_template(&self) -> Result<&ChatTemplate> {
+        self.chat_template.as_ref().ok_or_else(|| {
+            ModelError::Config(format!(
+                "{} has no chat template; give one in the config (templates.chat)",
+                self.path.display()
+            ))
+        })
+    }
+}
