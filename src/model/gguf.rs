@@ -133,6 +133,7 @@ impl GgufFile {
         Ok(cfg)
     }
 
+    fn qtensor(&mut self, name: &str) -> Result<QTensor> {
         self.content
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| ModelError::Weights(format!("GGUF tensor `{name}`: {e}")))
