@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use self_judge::cli;
 
 #[derive(Parser)]
-#[command(name = "self-judge", version, about = "SELF-JUDGE: one LLM as policy and pairwise judge")]
+#[command(
+    name = "self-judge",
+    version,
+    about = "SELF-JUDGE: one LLM as policy and pairwise judge"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -60,7 +60,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         max_new_tokens: args.max_new_tokens,
         stop: args.stop,
     };
-    let req = GenerationRequest { request: 0, prompt_ids: ids, params, n: 1 };
+    let req = GenerationRequest {
+        request: 0,
+        prompt_ids: ids,
+        params,
+        n: 1,
+    };
     let out = generate(&model, &[req])?;
     let sample = &out[0][0];
     tracing::info!(finish_reason = ?sample.finish_reason, tokens = sample.token_ids.len(), "generated");

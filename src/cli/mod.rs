@@ -18,9 +18,11 @@ pub struct ModelArgs {
     /// Activation dtype: f32 (CPU default), bf16 or f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// For GGUF files: dequantize the weights instead of keeping them quantized.
+    /// For GGUF files: keep matrices quantized (less memory). The default dequantizes
+    /// them, because candle's CPU quantized matmul is both slower than its f32 GEMM for
+    /// prefill and adds activation-quantization noise that flips close judgments.
     #[arg(long)]
-    pub dequantize: bool,
+    pub quantized: bool,
 }
 
 impl ModelArgs {
@@ -28,7 +30,7 @@ impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
         let opts = LoadOptions {
             dtype: parse_dtype(&self.dtype)?,
-            quantized: !self.dequantize,
+            quantized: self.quantized,
             ..LoadOptions::default()
         };
         Ok(LoadedModel::load(&self.model, &opts)?)

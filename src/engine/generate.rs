@@ -97,7 +97,12 @@ impl<'m> Generator<'m> {
             }
         }
         let layers = self.model.decoder.cfg.num_hidden_layers;
-        let batch = PackedBatch::new(&reqs.iter().map(|r| r.prompt_ids.as_slice()).collect::<Vec<_>>())?;
+        let batch = PackedBatch::new(
+            &reqs
+                .iter()
+                .map(|r| r.prompt_ids.as_slice())
+                .collect::<Vec<_>>(),
+        )?;
         let mut caches: Vec<KvCache> = reqs.iter().map(|_| KvCache::new(layers)).collect();
         let logits = self
             .model
@@ -153,10 +158,15 @@ impl<'m> Generator<'m> {
                 .filter_map(|s| text.find(s.as_str()))
                 .min();
             if let Some(at) = hit {
-                return Ok(Some(finish(seq, FinishReason::Stop, text[..at].to_string())));
+                return Ok(Some(finish(
+                    seq,
+                    FinishReason::Stop,
+                    text[..at].to_string(),
+                )));
             }
         }
-        let at_context_end = seq.prompt_tokens + seq.generated.len() >= self.model.decoder.max_positions();
+        let at_context_end =
+            seq.prompt_tokens + seq.generated.len() >= self.model.decoder.max_positions();
         if seq.generated.len() >= seq.params.max_new_tokens || at_context_end {
             let text = tokenizer.decode(&seq.generated, true)?;
             return Ok(Some(finish(seq, FinishReason::Length, text)));

@@ -45,7 +45,10 @@ impl SamplingParams {
             )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(ModelError::Input(format!("top_p must be in (0, 1], got {}", self.top_p)));
+            return Err(ModelError::Input(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
         }
         if self.max_new_tokens == 0 {
             return Err(ModelError::Input("max_new_tokens must be >= 1".into()));
@@ -99,7 +102,11 @@ impl Sampler {
                 .map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp())),
         );
         let probs = &mut self.scratch;
-        let keep_k = if self.top_k > 0 { self.top_k.min(probs.len()) } else { probs.len() };
+        let keep_k = if self.top_k > 0 {
+            self.top_k.min(probs.len())
+        } else {
+            probs.len()
+        };
         if keep_k < probs.len() || self.top_p < 1.0 {
             probs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             probs.truncate(keep_k);
@@ -145,7 +152,13 @@ mod tests {
     use super::*;
 
     fn params(t: f32, p: f32, k: usize, seed: u64) -> SamplingParams {
-        SamplingParams { temperature: t, top_p: p, top_k: k, seed: Some(seed), ..Default::default() }
+        SamplingParams {
+            temperature: t,
+            top_p: p,
+            top_k: k,
+            seed: Some(seed),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -49,7 +49,10 @@ pub fn attend(
     let groups = hq / hkv;
     let scale = 1.0 / (d as f64).sqrt();
     // [hq, n, d] -> [hkv, groups * n, d]: heads hkv*g..hkv*(g+1) share one kv head.
-    let qg = q.transpose(0, 1)?.contiguous()?.reshape((hkv, groups * n, d))?;
+    let qg = q
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((hkv, groups * n, d))?;
     let kt = k.transpose(0, 1)?.contiguous()?; // [hkv, total, d]
     let vt = v.transpose(0, 1)?.contiguous()?;
     let mut scores = (qg.matmul(&kt.t()?)? * scale)?; // [hkv, groups*n, total]
@@ -80,7 +83,15 @@ mod tests {
     use candle_core::Device;
 
     /// Plain per-head reference with explicit loops.
-    fn reference(q: &[f32], k: &[f32], v: &[f32], n: usize, hq: usize, hkv: usize, d: usize) -> Vec<f32> {
+    fn reference(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n: usize,
+        hq: usize,
+        hkv: usize,
+        d: usize,
+    ) -> Vec<f32> {
         let total = n;
         let g = hq / hkv;
         let mut out = vec![0f32; n * hq * d];
@@ -104,8 +115,9 @@ mod tests {
                 let e: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
                 let z: f32 = e.iter().sum();
                 for x in 0..d {
-                    out[(i * hq + h) * d + x] =
-                        (0..total).map(|j| e[j] / z * v[(j * hkv + kh) * d + x]).sum();
+                    out[(i * hq + h) * d + x] = (0..total)
+                        .map(|j| e[j] / z * v[(j * hkv + kh) * d + x])
+                        .sum();
                 }
             }
         }
@@ -123,7 +135,10 @@ mod tests {
             &q.flatten_all().unwrap().to_vec1().unwrap(),
             &k.flatten_all().unwrap().to_vec1().unwrap(),
             &v.flatten_all().unwrap().to_vec1().unwrap(),
-            n, hq, hkv, d,
+            n,
+            hq,
+            hkv,
+            d,
         );
         for mode in [OpsMode::Fused, OpsMode::Differentiable] {
             let got: Vec<f32> = attend(&q, &k, &v, 0, None, mode)
@@ -140,7 +155,9 @@ mod tests {
 
     #[test]
     fn sliding_window_masks_old_keys() {
-        let m = causal_mask(2, 3, Some(2), DType::F32, &Device::Cpu).unwrap().unwrap();
+        let m = causal_mask(2, 3, Some(2), DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
         let m: Vec<Vec<f32>> = m.to_vec2().unwrap();
         // query position 3 sees 2..=3, position 4 sees 3..=4.
         assert!(m[0][1].is_infinite() && m[0][2] == 0.0 && m[0][3] == 0.0 && m[0][4].is_infinite());

@@ -77,7 +77,9 @@ mod tests {
 
     #[test]
     fn refuses_empty_sequence() {
-        let e = PackedBatch::new(&[vec![1u32], vec![]]).unwrap_err().to_string();
+        let e = PackedBatch::new(&[vec![1u32], vec![]])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sequence 1 is empty"), "{e}");
     }
 }

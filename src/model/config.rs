@@ -137,8 +137,10 @@ impl ModelConfig {
         let hidden_size = usize_field(&v, "hidden_size")?;
         let num_attention_heads = usize_field(&v, "num_attention_heads")?;
         let num_hidden_layers = usize_field(&v, "num_hidden_layers")?;
-        let num_key_value_heads = opt_usize(&v, "num_key_value_heads")?.unwrap_or(num_attention_heads);
-        let head_dim = opt_usize(&v, "head_dim")?.unwrap_or(hidden_size / num_attention_heads.max(1));
+        let num_key_value_heads =
+            opt_usize(&v, "num_key_value_heads")?.unwrap_or(num_attention_heads);
+        let head_dim =
+            opt_usize(&v, "head_dim")?.unwrap_or(hidden_size / num_attention_heads.max(1));
         // transformers 5 moves rope settings under `rope_parameters`; older configs
         // keep `rope_theta` at the top level and `rope_scaling` beside it.
         let (rope_theta, rope_scaling) = match v.get("rope_parameters") {
@@ -170,7 +172,9 @@ impl ModelConfig {
             .map(|l| window.filter(|_| l >= max_window_layers))
             .collect();
         if v.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
-            return Err(ModelError::Config("`mlp_bias: true` is not supported".into()));
+            return Err(ModelError::Config(
+                "`mlp_bias: true` is not supported".into(),
+            ));
         }
         if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
@@ -181,7 +185,10 @@ impl ModelConfig {
         }
         let attention_bias = match model_type.as_str() {
             "qwen2" => true,
-            _ => v.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
+            _ => v
+                .get("attention_bias")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         };
         let cfg = ModelConfig {
             vocab_size: usize_field(&v, "vocab_size")?,
@@ -215,14 +222,20 @@ impl ModelConfig {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return bad("num_attention_heads and num_key_value_heads must be > 0".into());
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             return bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
-            return bad(format!("head_dim must be even and > 0, got {}", self.head_dim));
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head_dim must be even and > 0, got {}",
+                self.head_dim
+            ));
         }
         for (name, n) in [
             ("vocab_size", self.vocab_size),
@@ -332,7 +345,9 @@ mod tests {
     fn unknown_model_type_is_named() {
         let mut v = base();
         v["model_type"] = "gpt2".into();
-        let e = ModelConfig::from_hf_json(&v.to_string()).unwrap_err().to_string();
+        let e = ModelConfig::from_hf_json(&v.to_string())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown model_type `gpt2`"), "{e}");
     }
 
@@ -340,7 +355,9 @@ mod tests {
     fn missing_field_is_named() {
         let mut v = base();
         v.as_object_mut().unwrap().remove("intermediate_size");
-        let e = ModelConfig::from_hf_json(&v.to_string()).unwrap_err().to_string();
+        let e = ModelConfig::from_hf_json(&v.to_string())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`intermediate_size`"), "{e}");
     }
 
@@ -348,7 +365,9 @@ mod tests {
     fn rejects_unknown_rope_type_and_bad_gqa() {
         let mut v = base();
         v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 2.0});
-        let e = ModelConfig::from_hf_json(&v.to_string()).unwrap_err().to_string();
+        let e = ModelConfig::from_hf_json(&v.to_string())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("yarn"), "{e}");
         let mut v = base();
         v["num_attention_heads"] = 3.into();

@@ -84,9 +84,24 @@ impl Decoder {
                 k_proj: src.linear(&format!("{p}.self_attn.k_proj"), kv_out, h, bias)?,
                 v_proj: src.linear(&format!("{p}.self_attn.v_proj"), kv_out, h, bias)?,
                 o_proj: src.linear(&format!("{p}.self_attn.o_proj"), h, q_out, false)?,
-                gate_proj: src.linear(&format!("{p}.mlp.gate_proj"), cfg.intermediate_size, h, false)?,
-                up_proj: src.linear(&format!("{p}.mlp.up_proj"), cfg.intermediate_size, h, false)?,
-                down_proj: src.linear(&format!("{p}.mlp.down_proj"), h, cfg.intermediate_size, false)?,
+                gate_proj: src.linear(
+                    &format!("{p}.mlp.gate_proj"),
+                    cfg.intermediate_size,
+                    h,
+                    false,
+                )?,
+                up_proj: src.linear(
+                    &format!("{p}.mlp.up_proj"),
+                    cfg.intermediate_size,
+                    h,
+                    false,
+                )?,
+                down_proj: src.linear(
+                    &format!("{p}.mlp.down_proj"),
+                    h,
+                    cfg.intermediate_size,
+                    false,
+                )?,
                 input_layernorm: src.tensor(&format!("{p}.input_layernorm.weight"), &[h])?,
                 post_attention_layernorm: src
                     .tensor(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
@@ -240,12 +255,17 @@ impl Decoder {
             x = (x + layer.o_proj.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.post_attention_layernorm)?;
             let gate = layer.gate_proj.forward(&h)?.silu()?;
-            let mlp = layer.down_proj.forward(&(gate * layer.up_proj.forward(&h)?)?)?;
+            let mlp = layer
+                .down_proj
+                .forward(&(gate * layer.up_proj.forward(&h)?)?)?;
             x = (x + mlp)?;
         }
         match output {
             Output::LastLogits => {
-                let last: Vec<u32> = batch.cu_seqlens[1..].iter().map(|&e| e as u32 - 1).collect();
+                let last: Vec<u32> = batch.cu_seqlens[1..]
+                    .iter()
+                    .map(|&e| e as u32 - 1)
+                    .collect();
                 let idx = Tensor::from_vec(last, n_seqs, &self.device)?;
                 let h = self.rms_norm(&x.index_select(&idx, 0)?, &self.norm)?;
                 Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
@@ -262,7 +282,10 @@ impl Decoder {
     /// trainer optimises and what a checkpoint writer saves.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
         use super::linear::LinearWeight;
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.clone())];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.clone(),
+        )];
         let mut lin = |name: String, l: &Linear| {
             if let LinearWeight::Dense(w) = &l.weight {
                 out.push((format!("{name}.weight"), w.clone()));
@@ -286,7 +309,10 @@ impl Decoder {
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            out.push((format!("{p}.input_layernorm.weight"), layer.input_layernorm.clone()));
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                layer.input_layernorm.clone(),
+            ));
             out.push((
                 format!("{p}.post_attention_layernorm.weight"),
                 layer.post_attention_layernorm.clone(),

@@ -140,7 +140,13 @@ impl GgufFile {
     }
 
     /// A weight source over this file, keeping matrices quantized when `quantized`.
-    pub fn source(self, cfg: &ModelConfig, quantized: bool, dtype: DType, device: &Device) -> GgufSource {
+    pub fn source(
+        self,
+        cfg: &ModelConfig,
+        quantized: bool,
+        dtype: DType,
+        device: &Device,
+    ) -> GgufSource {
         GgufSource {
             file: self,
             quantized,
@@ -224,8 +230,8 @@ pub struct GgufSource {
 
 impl GgufSource {
     fn load_q(&mut self, hf: &str, shape: &[usize]) -> Result<QTensor> {
-        let name = gguf_name(hf)
-            .ok_or_else(|| ModelError::Weights(format!("no GGUF name for `{hf}`")))?;
+        let name =
+            gguf_name(hf).ok_or_else(|| ModelError::Weights(format!("no GGUF name for `{hf}`")))?;
         let q = self.file.qtensor(&name)?;
         if q.shape().dims() != shape {
             return Err(ModelError::Weights(format!(
@@ -277,7 +283,10 @@ impl WeightSource for GgufSource {
                 lora: None,
             })
         } else {
-            Ok(Linear::dense(q.dequantize(&self.device)?.to_dtype(self.dtype)?, None))
+            Ok(Linear::dense(
+                q.dequantize(&self.device)?.to_dtype(self.dtype)?,
+                None,
+            ))
         }
     }
 
@@ -310,13 +319,19 @@ mod tests {
                 }
             }
         }
-        let restored: Vec<usize> = unpermute_rows(heads * d, heads).iter().map(|&r| gguf[r]).collect();
+        let restored: Vec<usize> = unpermute_rows(heads * d, heads)
+            .iter()
+            .map(|&r| gguf[r])
+            .collect();
         assert_eq!(restored, hf);
     }
 
     #[test]
     fn maps_names() {
-        assert_eq!(gguf_name("model.layers.3.mlp.down_proj.weight").unwrap(), "blk.3.ffn_down.weight");
+        assert_eq!(
+            gguf_name("model.layers.3.mlp.down_proj.weight").unwrap(),
+            "blk.3.ffn_down.weight"
+        );
         assert_eq!(gguf_name("lm_head.weight").unwrap(), "output.weight");
         assert!(gguf_name("model.layers.0.self_attn.q_proj.bias").is_none());
     }

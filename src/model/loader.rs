@@ -26,7 +26,7 @@ pub enum WeightFormat {
 pub struct LoadOptions {
     /// Activation and dense weight dtype.
     pub dtype: DType,
-    /// For GGUF: keep matrices quantized (true) or dequantize them to `dtype`.
+    /// For GGUF: keep matrices quantized (true) or dequantize them to `dtype` (default).
     pub quantized: bool,
     pub device: Device,
 }
@@ -35,7 +35,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             dtype: DType::F32,
-            quantized: true,
+            quantized: false,
             device: Device::Cpu,
         }
     }
@@ -50,7 +50,11 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         other => DType::from_str(other)
             .ok()
             .filter(|d| matches!(d, DType::F32 | DType::BF16 | DType::F16))
-            .ok_or_else(|| ModelError::Config(format!("unsupported dtype `{other}` (use f32, bf16 or f16)"))),
+            .ok_or_else(|| {
+                ModelError::Config(format!(
+                    "unsupported dtype `{other}` (use f32, bf16 or f16)"
+                ))
+            }),
     }
 }
 
@@ -73,7 +77,10 @@ impl LoadedModel {
         } else if path.is_file() {
             Self::load_gguf(path, opts)
         } else {
-            Err(ModelError::Weights(format!("model path {} does not exist", path.display())))
+            Err(ModelError::Weights(format!(
+                "model path {} does not exist",
+                path.display()
+            )))
         }
     }
 

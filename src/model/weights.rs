@@ -70,10 +70,7 @@ impl SafetensorsSource {
         // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on
         // nobody truncating a checkpoint while it is being served.
         let st = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| {
-            ModelError::Weights(format!(
-                "cannot read safetensors in {}: {e}",
-                dir.display()
-            ))
+            ModelError::Weights(format!("cannot read safetensors in {}: {e}", dir.display()))
         })?;
         let names = st.tensors().into_iter().map(|(n, _)| n).collect();
         Ok(Self {
@@ -97,9 +94,12 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             ModelError::Weights(format!("{} is not valid JSON: {e}", index.display()))
         })?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-            ModelError::Weights(format!("{} has no `weight_map`", index.display()))
-        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| {
+                ModelError::Weights(format!("{} has no `weight_map`", index.display()))
+            })?;
         let files: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }

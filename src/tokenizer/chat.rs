@@ -30,7 +30,9 @@ pub struct ChatTemplate {
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatTemplate").field("source", &self.source).finish()
+        f.debug_struct("ChatTemplate")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -74,7 +76,10 @@ impl ChatTemplate {
         bos_token: Option<&str>,
         eos_token: Option<&str>,
     ) -> Result<String, ModelError> {
-        let tmpl = self.env.get_template("chat").expect("template was added in new");
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .expect("template was added in new");
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -129,7 +134,12 @@ mod tests {
     fn renders_chatml_with_generation_prompt() {
         let t = ChatTemplate::new(CHATML).unwrap();
         let s = t
-            .render(&[ChatMessage::new("user", "Hi")], true, None, Some("<|im_end|>"))
+            .render(
+                &[ChatMessage::new("user", "Hi")],
+                true,
+                None,
+                Some("<|im_end|>"),
+            )
             .unwrap();
         assert_eq!(s, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     }
@@ -142,7 +152,10 @@ mod tests {
             ChatMessage::new("assistant", "Answer: Response"),
         ];
         let s = t.render_continue(&msgs, None, Some("<|im_end|>")).unwrap();
-        assert_eq!(s, "<|im_start|>user\nWhich?<|im_end|>\n<|im_start|>assistant\nAnswer: Response");
+        assert_eq!(
+            s,
+            "<|im_start|>user\nWhich?<|im_end|>\n<|im_start|>assistant\nAnswer: Response"
+        );
     }
 
     #[test]
@@ -151,8 +164,14 @@ mod tests {
             "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0]['content'].strip() }}",
         )
         .unwrap();
-        assert_eq!(t.render(&[ChatMessage::new("user", " x ")], false, None, None).unwrap(), "x");
-        let e = t.render(&[ChatMessage::new("system", "x")], false, None, None).unwrap_err();
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", " x ")], false, None, None)
+                .unwrap(),
+            "x"
+        );
+        let e = t
+            .render(&[ChatMessage::new("system", "x")], false, None, None)
+            .unwrap_err();
         assert!(e.to_string().contains("first must be user"), "{e}");
     }
 

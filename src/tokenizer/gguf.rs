@@ -35,12 +35,8 @@ fn id(file: &GgufFile, key: &str) -> Option<u32> {
 
 /// The pre-tokenizer llama.cpp names by `tokenizer.ggml.pre`.
 fn pre_tokenizer(pre: &str) -> Result<serde_json::Value, ModelError> {
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
-    let split = |pattern: &str| {
-        json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false})
-    };
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     Ok(match pre {
         "smollm" => json!({"type": "Sequence", "pretokenizers": [
             {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
@@ -68,7 +64,10 @@ pub fn from_gguf(file: &GgufFile) -> Result<(TextTokenizer, Option<String>), Mod
     let tokens = strings(file, "tokenizer.ggml.tokens")?;
     let merges = strings(file, "tokenizer.ggml.merges")?;
     let types: Vec<i64> = match file.metadata().get("tokenizer.ggml.token_type") {
-        Some(Value::Array(a)) => a.iter().map(|v| v.to_i32().map(i64::from).unwrap_or(1)).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.to_i32().map(i64::from).unwrap_or(1))
+            .collect(),
         _ => vec![1; tokens.len()],
     };
     let pre = pre_tokenizer(file.meta_str("tokenizer.ggml.pre").unwrap_or("default"))?;
@@ -80,7 +79,12 @@ pub fn from_gguf(file: &GgufFile) -> Result<(TextTokenizer, Option<String>), Mod
     let added: Vec<serde_json::Value> = tokens
         .iter()
         .enumerate()
-        .filter(|(i, _)| matches!(types.get(*i), Some(&TOKEN_TYPE_CONTROL | &TOKEN_TYPE_USER_DEFINED)))
+        .filter(|(i, _)| {
+            matches!(
+                types.get(*i),
+                Some(&TOKEN_TYPE_CONTROL | &TOKEN_TYPE_USER_DEFINED)
+            )
+        })
         .map(|(i, t)| {
             json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
                    "normalized": false, "special": types[i] == TOKEN_TYPE_CONTROL})
@@ -88,7 +92,10 @@ pub fn from_gguf(file: &GgufFile) -> Result<(TextTokenizer, Option<String>), Mod
         .collect();
     let bos = id(file, "tokenizer.ggml.bos_token_id");
     let eos = id(file, "tokenizer.ggml.eos_token_id");
-    let add_bos = matches!(file.metadata().get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true)));
+    let add_bos = matches!(
+        file.metadata().get("tokenizer.ggml.add_bos_token"),
+        Some(Value::Bool(true))
+    );
     let name = |i: Option<u32>| i.and_then(|i| tokens.get(i as usize).cloned());
     let post = match (add_bos, bos, name(bos)) {
         (true, Some(b), Some(bt)) => json!({"type": "TemplateProcessing",
@@ -113,6 +120,14 @@ pub fn from_gguf(file: &GgufFile) -> Result<(TextTokenizer, Option<String>), Mod
         .to_string()
         .parse()
         .map_err(|e| ModelError::Tokenizer(format!("cannot build tokenizer from GGUF: {e}")))?;
-    let tok = TextTokenizer::new(inner, name(bos), name(eos), &eos.into_iter().collect::<Vec<_>>());
-    Ok((tok, file.meta_str("tokenizer.chat_template").map(str::to_string)))
+    let tok = TextTokenizer::new(
+        inner,
+        name(bos),
+        name(eos),
+        &eos.into_iter().collect::<Vec<_>>(),
+    );
+    Ok((
+        tok,
+        file.meta_str("tokenizer.chat_template").map(str::to_string),
+    ))
 }

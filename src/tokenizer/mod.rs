@@ -71,10 +71,16 @@ impl TextTokenizer {
 
     /// Loads `tokenizer.json` and `tokenizer_config.json` from a HF directory. Returns the
     /// tokenizer and the checkpoint's chat template, if any.
-    pub fn from_hf_dir(dir: &Path, config_eos: &[u32]) -> Result<(Self, Option<String>), ModelError> {
+    pub fn from_hf_dir(
+        dir: &Path,
+        config_eos: &[u32],
+    ) -> Result<(Self, Option<String>), ModelError> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
-            return Err(ModelError::Tokenizer(format!("{} is missing", path.display())));
+            return Err(ModelError::Tokenizer(format!(
+                "{} is missing",
+                path.display()
+            )));
         }
         let inner = Tokenizer::from_file(&path)
             .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
@@ -98,7 +104,8 @@ impl TextTokenizer {
             _ => None,
         };
         // transformers 5 may keep the template in its own file.
-        let template = template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
+        let template =
+            template.or_else(|| std::fs::read_to_string(dir.join("chat_template.jinja")).ok());
         let mut eos_ids = config_eos.to_vec();
         if let Ok(t) = std::fs::read_to_string(dir.join("generation_config.json")) {
             if let Ok(v) = serde_json::from_str::<Value>(&t) {
@@ -129,7 +136,12 @@ impl TextTokenizer {
 
     /// Token ids of `text`; `special` adds what the post-processor adds (BOS, ...).
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, ModelError> {
-        Ok(self.inner.encode(text, special).map_err(tok_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, special)
+            .map_err(tok_err)?
+            .get_ids()
+            .to_vec())
     }
 
     /// Text of `ids`, optionally dropping special tokens.
