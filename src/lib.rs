@@ -2,9 +2,11 @@
 //!
 //! - [`model`]: the Llama-family decoder (packed forward, KV cache, checkpoint loading).
 //! - [`tokenizer`]: tokenizers and chat templates.
-//! - [`engine`]: sampling and batched generation.
+//! - [`judge`]: SELF-JUDGE prompts, verdicts and tournaments.
+//! - [`engine`]: sampling, batched generation and judge-prompt execution.
 
 pub mod cli;
 pub mod engine;
+pub mod judge;
 pub mod model;
 pub mod tokenizer;

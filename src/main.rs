@@ -18,6 +18,10 @@ struct Cli {
 enum Command {
     /// Generate a continuation of a prompt.
     Generate(cli::generate::GenerateArgs),
+    /// Judge pairs from a JSONL file (one verdict per line).
+    Judge(cli::judge::JudgeArgs),
+    /// Run a knockout tournament per context from a JSONL file.
+    Tournament(cli::judge::TournamentArgs),
 }
 
 fn main() {
@@ -30,6 +34,8 @@ fn main() {
         .init();
     let result = match Cli::parse().command {
         Command::Generate(a) => cli::generate::run(a),
+        Command::Judge(a) => cli::judge::run_judge(a),
+        Command::Tournament(a) => cli::judge::run_tournament_cmd(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

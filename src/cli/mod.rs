@@ -1,6 +1,7 @@
 //! Command-line entry points of the `self-judge` binary.
 
 pub mod generate;
+pub mod judge;
 
 use std::path::PathBuf;
 

@@ -3,6 +3,8 @@
 
 pub mod generate;
 pub mod sampling;
+pub mod scorer;
 
 pub use generate::{generate, FinishReason, Generated, GenerationRequest, Generator};
 pub use sampling::{Sampler, SamplingParams};
+pub use scorer::DirectScorer;

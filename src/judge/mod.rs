@@ -1,0 +1,168 @@
+//! SELF-JUDGE semantics (SPEC §1–3), independent of HTTP: templates, prompts, scores,
+//! aggregation and tournaments. The server and the training binary call this code;
+//! how prompts are executed is behind [`Scorer`].
+
+pub mod config;
+pub mod prompt;
+pub mod template;
+pub mod tournament;
+pub mod verdict;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use config::JudgeConfig;
+pub use prompt::{Order, PromptBuilder};
+pub use template::{JudgeTemplate, Principle};
+pub use tournament::{run_tournament, Bracket, Match, Round, TournamentResult};
+pub use verdict::{OrderProbs, PrincipleVerdict, Side, Verdict};
+
+use crate::model::{LoadedModel, ModelError};
+
+/// Errors of judging.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    /// A config or template that cannot be used; raised at start-up.
+    #[error("bad judge config: {0}")]
+    Config(String),
+    /// A request that cannot be judged.
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A context and two responses to compare.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    pub context: String,
+    pub response_a: String,
+    pub response_b: String,
+}
+
+/// Executes judge prompts: returns P(` A`) and P(` B`) at the last position of each.
+pub trait Scorer {
+    fn score(&self, prompts: &[Vec<u32>]) -> Result<Vec<OrderProbs>, JudgeError>;
+}
+
+/// Choices made when a judge is set up.
+#[derive(Debug, Clone, Default)]
+pub struct JudgeOptions {
+    /// Overrides the config's `max_length`.
+    pub max_length: Option<usize>,
+    /// Use the config's token ids even when they differ from the tokenizer's.
+    pub force_token_ids: bool,
+    /// Restrict to these principles.
+    pub principles: Option<Vec<String>>,
+}
+
+/// Everything needed to turn pairs into prompts and probabilities into verdicts.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    pub template: JudgeTemplate,
+    pub prompts: PromptBuilder,
+    /// Ids of ` A` and ` B`.
+    pub token_ids: (u32, u32),
+}
+
+impl Judge {
+    /// Sets up a judge for `model` from a config. Fails when no chat template is
+    /// available, when ` A`/` B` are not single tokens, or when configured ids disagree
+    /// with the tokenizer (unless forced).
+    pub fn new(
+        model: &LoadedModel,
+        cfg: &JudgeConfig,
+        opts: &JudgeOptions,
+    ) -> Result<Self, JudgeError> {
+        let template = match &opts.principles {
+            Some(names) => cfg.template.restrict(names)?,
+            None => cfg.template.clone(),
+        };
+        let chat = match &cfg.chat_template {
+            Some(src) => crate::tokenizer::ChatTemplate::new(src)?,
+            None => model.chat_template()?.clone(),
+        };
+        let ctx = model.decoder.max_positions();
+        let max_length = opts.max_length.or(cfg.max_length).unwrap_or(ctx).min(ctx);
+        let prompts = PromptBuilder::new(chat, model.tokenizer.clone(), max_length)?;
+        let derived = prompts.derive_token_ids(&template)?;
+        let token_ids = match cfg.token_ids {
+            Some(given) if given != derived && !opts.force_token_ids => {
+                return Err(JudgeError::Config(format!(
+                    "the config's token ids (token_id_a, token_id_b) = {given:?} differ from the ids of \" A\"/\" B\" for this tokenizer {derived:?}; remove them from the config, fix them, or force the configured ids"
+                )))
+            }
+            Some(given) => given,
+            None => derived,
+        };
+        let vocab = model.decoder.cfg.vocab_size as u32;
+        if token_ids.0 >= vocab || token_ids.1 >= vocab {
+            return Err(JudgeError::Config(format!(
+                "token ids {token_ids:?} are outside the vocabulary of {vocab}"
+            )));
+        }
+        Ok(Self {
+            template,
+            prompts,
+            token_ids,
+        })
+    }
+
+    /// Number of prompts one pair needs: two orders per principle.
+    pub fn prompts_per_pair(&self) -> usize {
+        2 * self.template.principles.len()
+    }
+
+    /// The prompts of one pair: for each principle, order ab then order ba.
+    pub fn pair_prompts(&self, pair: &Pair) -> Result<Vec<Vec<u32>>, JudgeError> {
+        let mut out = Vec::with_capacity(self.prompts_per_pair());
+        for p in &self.template.principles {
+            for order in [Order::Ab, Order::Ba] {
+                out.push(self.prompts.prompt_ids(
+                    p,
+                    &pair.context,
+                    &pair.response_a,
+                    &pair.response_b,
+                    order,
+                )?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The verdict of one pair from the probabilities of its prompts (same order as
+    /// [`Judge::pair_prompts`]).
+    pub fn verdict(&self, probs: &[OrderProbs]) -> Verdict {
+        let principles = self
+            .template
+            .principles
+            .iter()
+            .zip(probs.chunks(2))
+            .map(|(p, o)| PrincipleVerdict::new(&p.principle.name, o[0], o[1]))
+            .collect();
+        Verdict::aggregate(principles)
+    }
+
+    /// Judges every pair with one call to the scorer.
+    pub fn judge(&self, pairs: &[Pair], scorer: &dyn Scorer) -> Result<Vec<Verdict>, JudgeError> {
+        let mut prompts = Vec::with_capacity(pairs.len() * self.prompts_per_pair());
+        for pair in pairs {
+            prompts.extend(self.pair_prompts(pair)?);
+        }
+        let probs = scorer.score(&prompts)?;
+        if probs.len() != prompts.len() {
+            return Err(JudgeError::Internal(format!(
+                "{} scores for {} prompts",
+                probs.len(),
+                prompts.len()
+            )));
+        }
+        Ok(probs
+            .chunks(self.prompts_per_pair())
+            .map(|c| self.verdict(c))
+            .collect())
+    }
+}
