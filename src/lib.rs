@@ -9,4 +9,5 @@ pub mod cli;
 pub mod engine;
 pub mod judge;
 pub mod model;
+pub mod server;
 pub mod tokenizer;

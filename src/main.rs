@@ -22,13 +22,17 @@ enum Command {
     Judge(cli::judge::JudgeArgs),
     /// Run a knockout tournament per context from a JSONL file.
     Tournament(cli::judge::TournamentArgs),
+    /// Serve /judge, /tournament and /generate over HTTP.
+    Serve(self_judge::server::ServeArgs),
+    /// Print the OpenAPI document.
+    Openapi,
 }
 
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -36,6 +40,11 @@ fn main() {
         Command::Generate(a) => cli::generate::run(a),
         Command::Judge(a) => cli::judge::run_judge(a),
         Command::Tournament(a) => cli::judge::run_tournament_cmd(a),
+        Command::Serve(a) => self_judge::server::serve(a),
+        Command::Openapi => {
+            println!("{}", self_judge::server::openapi::spec_json());
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

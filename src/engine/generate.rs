@@ -9,7 +9,7 @@ use super::sampling::{Sampler, SamplingParams};
 use crate::model::{KvCache, LoadedModel, ModelError, Output, PackedBatch};
 
 /// Why a sequence stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// An end-of-sequence token was produced.
@@ -60,6 +60,26 @@ pub struct GenerationRequest {
     pub n: usize,
 }
 
+impl GenerationRequest {
+    /// Checks what would make the request fail inside a batch.
+    pub fn validate(&self, max_positions: usize) -> Result<(), ModelError> {
+        self.params.validate()?;
+        if self.n == 0 {
+            return Err(ModelError::Input("n must be >= 1".into()));
+        }
+        if self.prompt_ids.is_empty() {
+            return Err(ModelError::Input("the prompt is empty".into()));
+        }
+        if self.prompt_ids.len() >= max_positions {
+            return Err(ModelError::Input(format!(
+                "the prompt has {} tokens but the model's context is {max_positions}",
+                self.prompt_ids.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl<'m> Generator<'m> {
     /// An empty generator over `model`.
     pub fn new(model: &'m LoadedModel) -> Self {
@@ -82,19 +102,7 @@ impl<'m> Generator<'m> {
         }
         let max_pos = self.model.decoder.max_positions();
         for r in reqs {
-            r.params.validate()?;
-            if r.n == 0 {
-                return Err(ModelError::Input("n must be >= 1".into()));
-            }
-            if r.prompt_ids.is_empty() {
-                return Err(ModelError::Input("the prompt is empty".into()));
-            }
-            if r.prompt_ids.len() >= max_pos {
-                return Err(ModelError::Input(format!(
-                    "the prompt has {} tokens but the model's context is {max_pos}",
-                    r.prompt_ids.len()
-                )));
-            }
+            r.validate(max_pos)?;
         }
         let layers = self.model.decoder.cfg.num_hidden_layers;
         let batch = PackedBatch::new(

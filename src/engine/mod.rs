@@ -2,9 +2,14 @@
 //! judge queue and prefix caches).
 
 pub mod generate;
+pub mod judge_queue;
+pub mod metrics;
 pub mod sampling;
 pub mod scorer;
+pub mod worker;
 
 pub use generate::{generate, FinishReason, Generated, GenerationRequest, Generator};
+pub use metrics::EngineMetrics;
 pub use sampling::{Sampler, SamplingParams};
 pub use scorer::DirectScorer;
+pub use worker::{spawn_engine, EngineError, EngineHandle, EngineSettings};

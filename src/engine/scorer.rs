@@ -15,6 +15,24 @@ pub fn ab_probs(logits: &[f32], token_a: u32, token_b: u32) -> OrderProbs {
     }
 }
 
+/// Scores one packed batch of prompts.
+pub fn score_batch(
+    decoder: &Decoder,
+    prompts: &[&[u32]],
+    token_ids: (u32, u32),
+    metrics: &super::metrics::EngineMetrics,
+) -> Result<Vec<OrderProbs>, ModelError> {
+    let batch = PackedBatch::new(prompts)?;
+    metrics.prefill_tokens.inc_by(batch.num_tokens() as u64);
+    let logits: Vec<Vec<f32>> = decoder
+        .forward(&batch, None, crate::model::Output::LastLogits)?
+        .to_vec2()?;
+    Ok(logits
+        .iter()
+        .map(|l| ab_probs(l, token_ids.0, token_ids.1))
+        .collect())
+}
+
 /// Runs prompts on a decoder in packed batches of at most `max_batch_tokens` tokens.
 pub struct DirectScorer<'m> {
     pub decoder: &'m Decoder,

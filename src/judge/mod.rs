@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 pub use config::JudgeConfig;
 pub use prompt::{Order, PromptBuilder};
 pub use template::{JudgeTemplate, Principle};
-pub use tournament::{run_tournament, Bracket, Match, Round, TournamentResult};
+pub use tournament::{run_tournament, Bracket, Match, Round, Tournament, TournamentResult};
 pub use verdict::{OrderProbs, PrincipleVerdict, Side, Verdict};
 
 use crate::model::{LoadedModel, ModelError};
@@ -30,6 +30,9 @@ pub enum JudgeError {
     Input(String),
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A prompt longer than the limit while truncation is disabled.
+    #[error("{0}")]
+    TooLong(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -146,12 +149,33 @@ impl Judge {
         Verdict::aggregate(principles)
     }
 
-    /// Judges every pair with one call to the scorer.
-    pub fn judge(&self, pairs: &[Pair], scorer: &dyn Scorer) -> Result<Vec<Verdict>, JudgeError> {
+    /// The prompts of several pairs, pair after pair.
+    pub fn prompts_for(&self, pairs: &[Pair]) -> Result<Vec<Vec<u32>>, JudgeError> {
         let mut prompts = Vec::with_capacity(pairs.len() * self.prompts_per_pair());
         for pair in pairs {
             prompts.extend(self.pair_prompts(pair)?);
         }
+        Ok(prompts)
+    }
+
+    /// One verdict per pair from the probabilities of [`Judge::prompts_for`]'s prompts.
+    pub fn verdicts(&self, probs: &[OrderProbs]) -> Result<Vec<Verdict>, JudgeError> {
+        if !probs.len().is_multiple_of(self.prompts_per_pair()) {
+            return Err(JudgeError::Internal(format!(
+                "{} scores do not split into pairs of {} prompts",
+                probs.len(),
+                self.prompts_per_pair()
+            )));
+        }
+        Ok(probs
+            .chunks(self.prompts_per_pair())
+            .map(|c| self.verdict(c))
+            .collect())
+    }
+
+    /// Judges every pair with one call to the scorer.
+    pub fn judge(&self, pairs: &[Pair], scorer: &dyn Scorer) -> Result<Vec<Verdict>, JudgeError> {
+        let prompts = self.prompts_for(pairs)?;
         let probs = scorer.score(&prompts)?;
         if probs.len() != prompts.len() {
             return Err(JudgeError::Internal(format!(
@@ -160,9 +184,15 @@ impl Judge {
                 prompts.len()
             )));
         }
-        Ok(probs
-            .chunks(self.prompts_per_pair())
-            .map(|c| self.verdict(c))
-            .collect())
+        self.verdicts(&probs)
+    }
+
+    /// The same judge restricted to some principles (an unknown name is an error).
+    pub fn with_principles(&self, names: &[String]) -> Result<Self, JudgeError> {
+        Ok(Self {
+            template: self.template.restrict(names)?,
+            prompts: self.prompts.clone(),
+            token_ids: self.token_ids,
+        })
     }
 }

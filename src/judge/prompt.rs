@@ -16,11 +16,13 @@ pub enum Order {
 /// Renders and tokenizes judge prompts for one tokenizer and chat template.
 #[derive(Debug, Clone)]
 pub struct PromptBuilder {
-    chat: ChatTemplate,
-    tokenizer: TextTokenizer,
+    chat: std::sync::Arc<ChatTemplate>,
+    tokenizer: std::sync::Arc<TextTokenizer>,
     max_length: usize,
     /// Tokens the tokenizer adds around any text (e.g. BOS); kept on left truncation.
     special_prefix: Vec<u32>,
+    /// Cut long prompts from the left (the seed's behaviour) or refuse them.
+    truncate: bool,
 }
 
 impl PromptBuilder {
@@ -37,11 +39,17 @@ impl PromptBuilder {
         }
         let special_prefix = tokenizer.encode("", true)?;
         Ok(Self {
-            chat,
-            tokenizer,
+            chat: std::sync::Arc::new(chat),
+            tokenizer: std::sync::Arc::new(tokenizer),
             max_length,
             special_prefix,
+            truncate: true,
         })
+    }
+
+    /// Refuse prompts longer than `max_length` instead of truncating them.
+    pub fn set_truncate(&mut self, truncate: bool) {
+        self.truncate = truncate;
     }
 
     /// The length limit.
@@ -80,6 +88,13 @@ impl PromptBuilder {
         let ids = self.tokenizer.encode(prompt, true)?;
         if ids.len() <= self.max_length {
             return Ok(ids);
+        }
+        if !self.truncate {
+            return Err(JudgeError::TooLong(format!(
+                "a judge prompt has {} tokens, over the limit of {} (truncation is disabled)",
+                ids.len(),
+                self.max_length
+            )));
         }
         let keep = self.special_prefix.len();
         let mut out = self.special_prefix.clone();

@@ -41,6 +41,145 @@ pub struct TournamentResult {
     pub bracket: Bracket,
 }
 
+/// A tournament in progress over several contexts. Each call to
+/// [`Tournament::next_round`] yields every pair of every context for one round; the
+/// verdicts go back through [`Tournament::record`]. Synchronous and asynchronous callers
+/// drive it the same way.
+pub struct Tournament<'a> {
+    contexts: &'a [String],
+    responses: &'a [Vec<String>],
+    rng: StdRng,
+    alive: Vec<Vec<usize>>,
+    brackets: Vec<Bracket>,
+    /// (context, a, b) of the round handed out and not yet recorded.
+    pending: Vec<(usize, usize, usize)>,
+    carry: Vec<Vec<usize>>,
+}
+
+impl<'a> Tournament<'a> {
+    /// Validates the inputs. With `seed`, shuffles are reproducible.
+    pub fn new(
+        contexts: &'a [String],
+        responses: &'a [Vec<String>],
+        seed: Option<u64>,
+    ) -> Result<Self, JudgeError> {
+        if contexts.len() != responses.len() {
+            return Err(JudgeError::Input(format!(
+                "{} contexts but {} response lists",
+                contexts.len(),
+                responses.len()
+            )));
+        }
+        if let Some(i) = responses.iter().position(Vec::is_empty) {
+            return Err(JudgeError::Input(format!(
+                "context {i} has an empty responses list"
+            )));
+        }
+        Ok(Self {
+            contexts,
+            responses,
+            rng: match seed {
+                Some(s) => StdRng::seed_from_u64(s),
+                None => StdRng::from_os_rng(),
+            },
+            alive: responses.iter().map(|r| (0..r.len()).collect()).collect(),
+            brackets: vec![Bracket::default(); contexts.len()],
+            pending: Vec::new(),
+            carry: Vec::new(),
+        })
+    }
+
+    /// Number of matches the whole tournament will play (N - 1 per context).
+    pub fn total_matches(&self) -> usize {
+        self.responses.iter().map(|r| r.len() - 1).sum()
+    }
+
+    /// Shuffles and pairs the next round; `None` once every context has one candidate.
+    pub fn next_round(&mut self) -> Option<Vec<Pair>> {
+        assert!(
+            self.pending.is_empty(),
+            "the previous round was not recorded"
+        );
+        if self.alive.iter().all(|l| l.len() <= 1) {
+            return None;
+        }
+        self.carry = Vec::with_capacity(self.alive.len());
+        for (ci, list) in self.alive.iter_mut().enumerate() {
+            if list.len() <= 1 {
+                self.carry.push(list.clone());
+                continue;
+            }
+            list.shuffle(&mut self.rng);
+            let mut round = Round::default();
+            let mut rest: &[usize] = list;
+            let mut carry = Vec::new();
+            if rest.len() % 2 == 1 {
+                round.bye = Some(rest[0]);
+                carry.push(rest[0]);
+                rest = &rest[1..];
+            }
+            for p in rest.chunks(2) {
+                self.pending.push((ci, p[0], p[1]));
+            }
+            self.brackets[ci].rounds.push(round);
+            self.carry.push(carry);
+        }
+        Some(
+            self.pending
+                .iter()
+                .map(|&(ci, a, b)| Pair {
+                    context: self.contexts[ci].clone(),
+                    response_a: self.responses[ci][a].clone(),
+                    response_b: self.responses[ci][b].clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Records the verdicts of the round returned by the last `next_round`.
+    pub fn record(&mut self, verdicts: Vec<Verdict>) -> Result<(), JudgeError> {
+        if verdicts.len() != self.pending.len() {
+            return Err(JudgeError::Internal(format!(
+                "{} verdicts for {} pairs",
+                verdicts.len(),
+                self.pending.len()
+            )));
+        }
+        let mut next = std::mem::take(&mut self.carry);
+        for ((ci, a, b), verdict) in self.pending.drain(..).zip(verdicts) {
+            let winner = match verdict.winner {
+                Side::A => a,
+                Side::B => b,
+            };
+            next[ci].push(winner);
+            let round = self.brackets[ci]
+                .rounds
+                .last_mut()
+                .expect("round pushed in next_round");
+            round.matches.push(Match {
+                a,
+                b,
+                winner,
+                verdict,
+            });
+        }
+        self.alive = next;
+        Ok(())
+    }
+
+    /// The winners, once `next_round` has returned `None`.
+    pub fn finish(self) -> Vec<TournamentResult> {
+        self.alive
+            .into_iter()
+            .zip(self.brackets)
+            .map(|(l, bracket)| TournamentResult {
+                winner_index: l[0],
+                bracket,
+            })
+            .collect()
+    }
+}
+
 /// Runs the tournament for every context. `judge` receives all pairs of all contexts
 /// of one round together and returns one verdict per pair. With `seed`, shuffles are
 /// reproducible (same seed and inputs, same bracket).
@@ -53,88 +192,12 @@ pub fn run_tournament<F>(
 where
     F: FnMut(&[Pair]) -> Result<Vec<Verdict>, JudgeError>,
 {
-    if contexts.len() != responses.len() {
-        return Err(JudgeError::Input(format!(
-            "{} contexts but {} response lists",
-            contexts.len(),
-            responses.len()
-        )));
-    }
-    if let Some(i) = responses.iter().position(Vec::is_empty) {
-        return Err(JudgeError::Input(format!(
-            "context {i} has an empty responses list"
-        )));
-    }
-    let mut rng = match seed {
-        Some(s) => StdRng::seed_from_u64(s),
-        None => StdRng::from_os_rng(),
-    };
-    let mut alive: Vec<Vec<usize>> = responses.iter().map(|r| (0..r.len()).collect()).collect();
-    let mut brackets: Vec<Bracket> = vec![Bracket::default(); contexts.len()];
-    while alive.iter().any(|l| l.len() > 1) {
-        // (context, a, b) for every match of this round, all contexts together.
-        let mut matches = Vec::new();
-        let mut next: Vec<Vec<usize>> = Vec::with_capacity(alive.len());
-        for (ci, list) in alive.iter_mut().enumerate() {
-            if list.len() <= 1 {
-                next.push(list.clone());
-                continue;
-            }
-            list.shuffle(&mut rng);
-            let mut round = Round::default();
-            let mut rest: &[usize] = list;
-            let mut carry = Vec::new();
-            if rest.len() % 2 == 1 {
-                round.bye = Some(rest[0]);
-                carry.push(rest[0]);
-                rest = &rest[1..];
-            }
-            for p in rest.chunks(2) {
-                matches.push((ci, p[0], p[1]));
-            }
-            brackets[ci].rounds.push(round);
-            next.push(carry);
-        }
-        let pairs: Vec<Pair> = matches
-            .iter()
-            .map(|&(ci, a, b)| Pair {
-                context: contexts[ci].clone(),
-                response_a: responses[ci][a].clone(),
-                response_b: responses[ci][b].clone(),
-            })
-            .collect();
+    let mut t = Tournament::new(contexts, responses, seed)?;
+    while let Some(pairs) = t.next_round() {
         let verdicts = judge(&pairs)?;
-        if verdicts.len() != pairs.len() {
-            return Err(JudgeError::Internal(format!(
-                "{} verdicts for {} pairs",
-                verdicts.len(),
-                pairs.len()
-            )));
-        }
-        for ((ci, a, b), verdict) in matches.into_iter().zip(verdicts) {
-            let winner = match verdict.winner {
-                Side::A => a,
-                Side::B => b,
-            };
-            next[ci].push(winner);
-            let round = brackets[ci].rounds.last_mut().expect("round pushed above");
-            round.matches.push(Match {
-                a,
-                b,
-                winner,
-                verdict,
-            });
-        }
-        alive = next;
+        t.record(verdicts)?;
     }
-    Ok(alive
-        .into_iter()
-        .zip(brackets)
-        .map(|(l, bracket)| TournamentResult {
-            winner_index: l[0],
-            bracket,
-        })
-        .collect())
+    Ok(t.finish())
 }
 
 #[cfg(test)]

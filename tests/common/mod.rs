@@ -34,3 +34,115 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The tiny ChatML checkpoint (random weights, byte-level tokenizer).
+pub fn tiny_chat() -> PathBuf {
+    fixture("tiny-chat")
+}
+
+/// A `self-judge serve` process on a free port, stopped (SIGTERM) on drop.
+pub struct Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Server {
+    /// Starts the server and waits until `/health` answers 200.
+    pub fn start(model: &std::path::Path, config: &str, extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("configs")
+            .join(config);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_self-judge"))
+            .arg("serve")
+            .arg("--model")
+            .arg(model)
+            .arg("--config")
+            .arg(&config)
+            .args(["--port", "0"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let base = line.trim().rsplit(' ').next().unwrap().to_string();
+        assert!(
+            base.starts_with("http://"),
+            "unexpected first line {line:?}"
+        );
+        let server = Server { child, base };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if let Ok(r) = reqwest::blocking::get(server.url("/health")) {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server did not become healthy"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// Full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal_term();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// A metric's value (sum of all its label sets) from `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::blocking::get(self.url("/metrics"))
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

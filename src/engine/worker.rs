@@ -1,0 +1,329 @@
+//! The engine thread: the single owner of the model. Async handlers talk to it through
+//! a channel of commands and get results back on oneshot channels, so the model never
+//! runs on the async runtime. Each loop turn runs one judge batch (prompts of all
+//! waiting requests packed together) and one decode step of every active generation;
+//! new generations join between steps.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::generate::{Generated, GenerationRequest, Generator};
+use super::judge_queue::{Cancellable, JudgeQueue, Slot};
+use super::metrics::EngineMetrics;
+use super::scorer::score_batch;
+use crate::judge::OrderProbs;
+use crate::model::LoadedModel;
+
+/// Batch limits of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// Token budget of one judge forward pass.
+    pub max_batch_tokens: usize,
+    /// Prompts per judge forward pass.
+    pub max_batch_size: usize,
+}
+
+/// Why the engine could not serve a command.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("the model failed: {0}")]
+    Forward(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+type JudgeReply = oneshot::Sender<Result<Vec<OrderProbs>, EngineError>>;
+type GenReply = oneshot::Sender<Result<Vec<Generated>, EngineError>>;
+
+enum Command {
+    Judge {
+        prompts: Vec<Vec<u32>>,
+        reply: JudgeReply,
+    },
+    Generate {
+        req: GenerationRequest,
+        reply: GenReply,
+    },
+}
+
+/// A cheap, cloneable way to submit work to the engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    /// False after a failed forward pass, true again after a successful one.
+    pub healthy: Arc<AtomicBool>,
+}
+
+impl EngineHandle {
+    /// Scores judge prompts (all of them enter the queue together).
+    pub async fn judge(&self, prompts: Vec<Vec<u32>>) -> Result<Vec<OrderProbs>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Judge { prompts, reply })
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Generates `req.n` samples; dropping the future cancels them.
+    pub async fn generate(&self, req: GenerationRequest) -> Result<Vec<Generated>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Generate { req, reply })
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Blocking variant of [`EngineHandle::judge`] for synchronous callers.
+    pub fn judge_blocking(&self, prompts: Vec<Vec<u32>>) -> Result<Vec<OrderProbs>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Judge { prompts, reply })
+            .map_err(|_| EngineError::Stopped)?;
+        rx.blocking_recv().map_err(|_| EngineError::Stopped)?
+    }
+}
+
+/// Starts the engine thread. It stops when every handle is dropped.
+pub fn spawn_engine(
+    model: Arc<LoadedModel>,
+    token_ids: (u32, u32),
+    settings: EngineSettings,
+    metrics: EngineMetrics,
+) -> EngineHandle {
+    let (tx, rx) = mpsc::channel();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let h = healthy.clone();
+    std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || Worker::new(&model, token_ids, settings, metrics, h).run(rx))
+        .expect("spawning the engine thread");
+    EngineHandle { tx, healthy }
+}
+
+struct ActiveGeneration {
+    reply: GenReply,
+    n: usize,
+    done: Vec<Generated>,
+}
+
+struct Worker<'m> {
+    model: &'m LoadedModel,
+    token_ids: (u32, u32),
+    settings: EngineSettings,
+    metrics: EngineMetrics,
+    healthy: Arc<AtomicBool>,
+    judge: JudgeQueue<JudgeReply>,
+    generator: Generator<'m>,
+    joining: Vec<(GenerationRequest, GenReply)>,
+    active: HashMap<u64, ActiveGeneration>,
+    next_gen_id: u64,
+}
+
+impl<'m> Worker<'m> {
+    fn new(
+        model: &'m LoadedModel,
+        token_ids: (u32, u32),
+        settings: EngineSettings,
+        metrics: EngineMetrics,
+        healthy: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            model,
+            token_ids,
+            settings,
+            metrics,
+            healthy,
+            judge: JudgeQueue::default(),
+            generator: Generator::new(model),
+            joining: Vec::new(),
+            active: HashMap::new(),
+            next_gen_id: 0,
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.judge.is_empty() && self.joining.is_empty() && self.generator.num_active() == 0
+    }
+
+    fn accept(&mut self, cmd: Command) {
+        match cmd {
+            Command::Judge { prompts, reply } => {
+                if prompts.is_empty() {
+                    let _ = reply.send(Ok(vec![]));
+                } else {
+                    self.judge.push(prompts, reply);
+                }
+            }
+            Command::Generate { mut req, reply } => {
+                if let Err(e) = req.validate(self.model.decoder.max_positions()) {
+                    let _ = reply.send(Err(EngineError::Invalid(e.to_string())));
+                    return;
+                }
+                req.request = self.next_gen_id;
+                self.next_gen_id += 1;
+                self.joining.push((req, reply));
+            }
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Command>) {
+        loop {
+            if self.idle() {
+                match rx.recv() {
+                    Ok(c) => self.accept(c),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(c) => self.accept(c),
+                    Err(TryRecvError::Empty) => break,
+                    // Finish what is queued; no new work can arrive.
+                    Err(TryRecvError::Disconnected) if self.idle() => return,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            }
+            self.judge_step();
+            self.generation_step();
+        }
+    }
+
+    fn set_health(&self, ok: bool) {
+        self.healthy.store(ok, Ordering::Relaxed);
+        if !ok {
+            self.metrics.forward_errors.inc();
+        }
+    }
+
+    fn judge_step(&mut self) {
+        let dropped = self.judge.drop_cancelled();
+        self.metrics.prompts_cancelled.inc_by(dropped as u64);
+        if dropped > 0 {
+            tracing::info!(
+                prompts = dropped,
+                "dropped judge prompts of disconnected clients"
+            );
+        }
+        if self.judge.is_empty() {
+            self.metrics.queue_prompts.set(0);
+            return;
+        }
+        let batch = self
+            .judge
+            .take_batch(self.settings.max_batch_tokens, self.settings.max_batch_size);
+        let slots: Vec<Slot> = batch.iter().map(|(s, _)| *s).collect();
+        let prompts: Vec<&[u32]> = batch.iter().map(|(_, p)| *p).collect();
+        let tokens: usize = prompts.iter().map(|p| p.len()).sum();
+        let start = Instant::now();
+        let result = score_batch(&self.model.decoder, &prompts, self.token_ids, &self.metrics);
+        self.metrics
+            .batch_seconds
+            .observe(start.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(slots.len() as f64);
+        self.metrics.batch_tokens.observe(tokens as f64);
+        match result {
+            Ok(probs) => {
+                self.set_health(true);
+                self.metrics.prompts_scored.inc_by(slots.len() as u64);
+                for (reply, res) in self.judge.complete(&slots, &probs) {
+                    let _ = reply.send(Ok(res));
+                }
+            }
+            Err(e) => {
+                self.set_health(false);
+                tracing::error!(error = %e, "judge forward failed");
+                for reply in self.judge.fail(&slots) {
+                    let _ = reply.send(Err(EngineError::Forward(e.to_string())));
+                }
+            }
+        }
+        self.metrics
+            .queue_prompts
+            .set(self.judge.waiting_prompts() as i64);
+    }
+
+    fn finish(&mut self, finished: Vec<Generated>) {
+        for g in finished {
+            self.metrics
+                .generated_tokens
+                .inc_by(g.token_ids.len() as u64);
+            let id = g.request;
+            let complete = match self.active.get_mut(&id) {
+                Some(a) => {
+                    a.done.push(g);
+                    a.done.len() == a.n
+                }
+                None => false,
+            };
+            if complete {
+                let mut a = self.active.remove(&id).expect("present");
+                a.done.sort_by_key(|g| g.index);
+                let _ = a.reply.send(Ok(a.done));
+            }
+        }
+    }
+
+    fn fail_generations(&mut self, e: &crate::model::ModelError) {
+        self.set_health(false);
+        tracing::error!(error = %e, "generation forward failed");
+        for (_, a) in self.active.drain() {
+            let _ = a.reply.send(Err(EngineError::Forward(e.to_string())));
+        }
+        self.generator = Generator::new(self.model);
+    }
+
+    fn generation_step(&mut self) {
+        let gone: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(_, a)| a.reply.is_cancelled())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            let n = self.generator.cancel(id);
+            self.metrics.generations_cancelled.inc_by(n as u64);
+            self.active.remove(&id);
+            tracing::info!(sequences = n, "stopped generation of a disconnected client");
+        }
+        if !self.joining.is_empty() {
+            let joining = std::mem::take(&mut self.joining);
+            let (reqs, replies): (Vec<_>, Vec<_>) = joining
+                .into_iter()
+                .filter(|(_, r)| !r.is_cancelled())
+                .unzip();
+            for (req, reply) in reqs.iter().zip(replies) {
+                self.active.insert(
+                    req.request,
+                    ActiveGeneration {
+                        reply,
+                        n: req.n,
+                        done: Vec::new(),
+                    },
+                );
+            }
+            match self.generator.add(&reqs) {
+                Ok(done) => {
+                    self.set_health(true);
+                    self.finish(done);
+                }
+                Err(e) => return self.fail_generations(&e),
+            }
+        }
+        if self.generator.num_active() > 0 {
+            self.metrics
+                .decode_batch_size
+                .observe(self.generator.num_active() as f64);
+            match self.generator.step() {
+                Ok(done) => self.finish(done),
+                Err(e) => self.fail_generations(&e),
+            }
+        }
+    }
+}

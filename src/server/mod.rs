@@ -1,0 +1,226 @@
+//! `self-judge serve`: the HTTP service. Start-up order: the config is validated and
+//! the port bound at once (a bad config or a taken port fails immediately, naming the
+//! cause); the model then loads in the background while `/health` answers 503; a model
+//! that fails to load ends the process with the reason.
+
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod schemas;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::cli::ModelArgs;
+use crate::engine::{spawn_engine, EngineSettings};
+use crate::judge::{Judge, JudgeConfig, JudgeOptions};
+use metrics::ServerMetrics;
+use schemas::{InfoResponse, Limits, TokenIds};
+use state::{AppState, Ready};
+
+/// Arguments of `self-judge serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The YAML the model was trained with (chat template + judge templates).
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port (printed on stdout).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Token budget of one judge forward pass.
+    #[arg(long, default_value_t = 8192)]
+    pub max_batch_tokens: usize,
+    /// Judge prompts per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub max_batch_size: usize,
+    /// Judge prompts (and generated sequences) in flight at once; a request that
+    /// would exceed it is refused whole with 429.
+    #[arg(long, default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// Prompt length limit in tokens (default: the config's max_length, capped by the
+    /// model's context).
+    #[arg(long)]
+    pub max_input_tokens: Option<usize>,
+    /// Refuse over-long prompts with 413 instead of cutting them from the left.
+    #[arg(long)]
+    pub no_truncate: bool,
+    /// Largest `max_new_tokens` a request may ask for.
+    #[arg(long, default_value_t = 1024)]
+    pub max_new_tokens: usize,
+    /// Largest `n` a request may ask for.
+    #[arg(long, default_value_t = 16)]
+    pub max_n: usize,
+    /// Largest request body.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Require `Authorization: Bearer KEY` on the API routes.
+    #[arg(long, env = "SELF_JUDGE_API_KEY")]
+    pub api_key: Option<String>,
+    /// Use the config's token ids even if the tokenizer disagrees.
+    #[arg(long)]
+    pub force_token_ids: bool,
+}
+
+fn check_limits(a: &ServeArgs) -> anyhow::Result<()> {
+    for (name, v) in [
+        ("--max-batch-tokens", a.max_batch_tokens),
+        ("--max-batch-size", a.max_batch_size),
+        ("--max-concurrent-requests", a.max_concurrent_requests),
+        ("--max-new-tokens", a.max_new_tokens),
+        ("--max-n", a.max_n),
+        ("--max-body-bytes", a.max_body_bytes),
+    ] {
+        anyhow::ensure!(v > 0, "{name} must be > 0");
+    }
+    anyhow::ensure!(
+        a.max_concurrent_requests <= u32::MAX as usize,
+        "--max-concurrent-requests is too large"
+    );
+    Ok(())
+}
+
+/// Loads the model and everything that depends on it.
+fn load(
+    args: &ServeArgs,
+    cfg: &JudgeConfig,
+    limits: &mut Limits,
+    metrics: &ServerMetrics,
+) -> anyhow::Result<Ready> {
+    let mut model = args.model.load()?;
+    if let Some(chat) = &cfg.chat_template {
+        model.set_chat_template(chat)?;
+    }
+    let ctx = model.decoder.max_positions();
+    limits.max_input_tokens = args
+        .max_input_tokens
+        .or(cfg.max_length)
+        .unwrap_or(ctx)
+        .min(ctx);
+    let opts = JudgeOptions {
+        max_length: Some(limits.max_input_tokens),
+        force_token_ids: args.force_token_ids,
+        principles: None,
+    };
+    let mut judge = Judge::new(&model, cfg, &opts)?;
+    judge.prompts.set_truncate(!args.no_truncate);
+    let c = &model.decoder.cfg;
+    let info = InfoResponse {
+        version: env!("CARGO_PKG_VERSION").into(),
+        model: model.path.display().to_string(),
+        model_type: c.model_type.clone(),
+        format: format!("{:?}", model.format),
+        dtype: format!("{:?}", model.decoder.dtype()).to_lowercase(),
+        device: format!("{:?}", model.decoder.device()).to_lowercase(),
+        num_parameters: c.num_parameters(),
+        max_position_embeddings: ctx,
+        config: args.config.display().to_string(),
+        token_ids: TokenIds {
+            a: judge.token_ids.0,
+            b: judge.token_ids.1,
+        },
+        principles: judge.template.names(),
+        limits: limits.clone(),
+    };
+    let model = Arc::new(model);
+    let settings = EngineSettings {
+        max_batch_tokens: args.max_batch_tokens,
+        max_batch_size: args.max_batch_size,
+    };
+    let engine = spawn_engine(
+        model.clone(),
+        judge.token_ids,
+        settings,
+        metrics.engine.clone(),
+    );
+    Ok(Ready {
+        engine,
+        judge,
+        model,
+        info,
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Runs the server until SIGINT/SIGTERM, then finishes in-flight requests.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    check_limits(&args)?;
+    let cfg = JudgeConfig::from_file(&args.config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+            .parse()
+            .with_context(|| format!("invalid --host/--port {}:{}", args.host, args.port))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let metrics = ServerMetrics::new()?;
+        let limits = Limits {
+            max_batch_tokens: args.max_batch_tokens,
+            max_batch_size: args.max_batch_size,
+            max_concurrent_requests: args.max_concurrent_requests,
+            max_input_tokens: args.max_input_tokens.unwrap_or(0),
+            truncate: !args.no_truncate,
+            max_new_tokens: args.max_new_tokens,
+            max_n: args.max_n,
+            max_body_bytes: args.max_body_bytes,
+        };
+        let api_key = args.api_key.clone().filter(|k| !k.is_empty());
+        // The final limits (max_input_tokens) are known once the model is loaded.
+        let state = Arc::new(AppState::new(limits.clone(), metrics.clone(), api_key));
+        let loader_state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut limits = limits;
+            match load(&args, &cfg, &mut limits, &metrics) {
+                Ok(ready) => {
+                    tracing::info!(model = %ready.info.model, "model loaded");
+                    let _ = loader_state.ready.set(ready);
+                }
+                Err(e) => {
+                    eprintln!("error: cannot load the model: {e:#}");
+                    std::process::exit(1);
+                }
+            }
+        });
+        let local = listener.local_addr()?;
+        println!("self-judge listening on http://{local}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        axum::serve(listener, routes::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,87 @@
+//! The router: API routes behind the optional API key, open operational routes, JSON
+//! errors for every failure, request metrics.
+
+pub mod generate;
+pub mod judge;
+pub mod meta;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::metrics::track;
+use super::state::AppState;
+
+/// `Json<T>` whose rejections are our JSON errors (400 bad JSON, 422 wrong shape,
+/// 413 too large, 415 wrong content type).
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(v) = Json::<T>::from_request(req, state)
+            .await
+            .map_err(|e: JsonRejection| ApiError::from(e))?;
+        Ok(ApiJson(v))
+    }
+}
+
+async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(uri.path())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let mut e = ApiError::validation(format!("{method} is not allowed on {}", uri.path()));
+    e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    e.error_type = "method_not_allowed";
+    e.into_response()
+}
+
+/// Builds the application.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/judge", post(judge::judge))
+        .route("/tournament", post(judge::tournament))
+        .route("/generate", post(generate::generate))
+        .route("/info", get(meta::info))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    let open = Router::new()
+        .route("/health", get(meta::health))
+        .route("/metrics", get(meta::metrics))
+        .route("/openapi.json", get(meta::openapi_json))
+        .route("/docs", get(meta::docs));
+    let metrics = state.metrics.clone();
+    api.merge(open)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(metrics, track))
+        .with_state(state)
+}

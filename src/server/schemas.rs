@@ -1,0 +1,200 @@
+//! Request and response bodies of the HTTP API (schemas derived with utoipa).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::engine::FinishReason;
+use crate::judge::{Bracket, Pair, Verdict};
+use crate::tokenizer::ChatMessage;
+
+/// `POST /judge`: one pair (`context`, `response_a`, `response_b`) or a list (`pairs`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeRequest {
+    pub context: Option<String>,
+    pub response_a: Option<String>,
+    pub response_b: Option<String>,
+    pub pairs: Option<Vec<Pair>>,
+    /// Restrict to these principles (default: all of the config's).
+    pub principles: Option<Vec<String>>,
+}
+
+/// A verdict for a single pair, or a list for `pairs`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum JudgeResponse {
+    One(Verdict),
+    Many(Vec<Verdict>),
+}
+
+/// Sampling settings shared by `/generate` and best-of-n `/tournament`.
+#[derive(Debug, Clone, Default)]
+pub struct SamplingRequest {
+    pub max_new_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub seed: Option<u64>,
+    pub stop: Option<Vec<String>>,
+}
+
+impl GenerateRequest {
+    /// The sampling fields.
+    pub fn sampling(&self) -> SamplingRequest {
+        SamplingRequest {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+impl TournamentRequest {
+    /// The sampling fields of the best-of-n form.
+    pub fn sampling(&self) -> SamplingRequest {
+        SamplingRequest {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// `POST /generate`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// Raw text continued as is.
+    pub prompt: Option<String>,
+    /// A conversation rendered through the chat template with the generation cue.
+    pub messages: Option<Vec<ChatMessage>>,
+    /// Number of samples (default 1); they share the prompt's prefill.
+    pub n: Option<usize>,
+    /// Default 64.
+    pub max_new_tokens: Option<usize>,
+    /// Default 1.0; 0 is greedy.
+    pub temperature: Option<f32>,
+    /// Default 1.0.
+    pub top_p: Option<f32>,
+    /// Default 0 (off).
+    pub top_k: Option<usize>,
+    pub seed: Option<u64>,
+    /// Stop before any of these strings.
+    pub stop: Option<Vec<String>>,
+}
+
+/// One generated sample.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Generation {
+    pub text: String,
+    #[schema(value_type = String)]
+    pub finish_reason: FinishReason,
+    /// Generated tokens (EOS excluded).
+    pub tokens: usize,
+}
+
+/// `POST /generate` response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GenerateResponse {
+    pub generations: Vec<Generation>,
+    pub prompt_tokens: usize,
+}
+
+/// `POST /tournament`: either given candidates (`contexts` + `responses`) or best-of-n
+/// self-rejection (`query` or `messages`, `n`, sampling settings).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TournamentRequest {
+    pub contexts: Option<Vec<String>>,
+    pub responses: Option<Vec<Vec<String>>>,
+    /// A user prompt; candidates are generated from it through the chat template.
+    pub query: Option<String>,
+    /// A conversation; candidates continue it.
+    pub messages: Option<Vec<ChatMessage>>,
+    /// The judge's context for generated candidates (default: the query, or the
+    /// conversation as `User: ...` / `Assistant: ...` turns).
+    pub context: Option<String>,
+    /// Candidates to generate.
+    pub n: Option<usize>,
+    /// Seeds the bracket shuffles (replayable) and, in best-of-n form, the sampling.
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub return_bracket: bool,
+    pub principles: Option<Vec<String>>,
+    /// Best-of-n sampling settings (default 64 tokens, temperature 1, top_p 1).
+    pub max_new_tokens: Option<usize>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<usize>,
+    pub stop: Option<Vec<String>>,
+}
+
+/// One context's winner.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Winner {
+    pub text: String,
+    /// Index into the context's candidate list.
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bracket: Option<Bracket>,
+}
+
+/// `POST /tournament` response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TournamentResponse {
+    pub winners: Vec<Winner>,
+    /// The generated candidates (best-of-n form only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Vec<Generation>>,
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// `ok`, `loading` or `unhealthy`.
+    pub status: String,
+}
+
+/// Server limits reported by `/info`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    pub max_batch_tokens: usize,
+    pub max_batch_size: usize,
+    /// Judge prompts (and generated sequences) admitted at once.
+    pub max_concurrent_requests: usize,
+    pub max_input_tokens: usize,
+    pub truncate: bool,
+    pub max_new_tokens: usize,
+    pub max_n: usize,
+    pub max_body_bytes: usize,
+}
+
+/// A/B token ids in use.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenIds {
+    pub a: u32,
+    pub b: u32,
+}
+
+/// `GET /info`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InfoResponse {
+    pub version: String,
+    pub model: String,
+    pub model_type: String,
+    pub format: String,
+    pub dtype: String,
+    pub device: String,
+    pub num_parameters: usize,
+    pub max_position_embeddings: usize,
+    pub config: String,
+    pub token_ids: TokenIds,
+    pub principles: Vec<String>,
+    pub limits: Limits,
+}
