@@ -238,3 +238,53 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
     assert!(g["tokens"] == 40 || g["finish_reason"] == "eos", "{body}");
     assert_eq!(s.wait().code(), Some(0));
 }
+
+#[test]
+fn health_is_503_until_the_model_is_loaded() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_self-judge"))
+        .args(["serve", "--port", "0", "--model"])
+        .arg(smollm2_path())
+        .arg("--config")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("configs")
+                .join(CONFIG),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    // The port is bound before the model loads: the first answers are 503.
+    let r = client().get(format!("{base}/health")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.json::<Value>().unwrap()["status"], "loading");
+    let r = client()
+        .post(format!("{base}/judge"))
+        .json(&pairs(1)[0])
+        .send()
+        .unwrap();
+    let (st, body) = (r.status().as_u16(), r.json::<Value>().unwrap());
+    assert!(
+        st == 503 && body["error_type"] == "not_ready" || st == 200,
+        "{st} {body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client()
+        .get(format!("{base}/health"))
+        .send()
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
