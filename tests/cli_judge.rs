@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::smollm2_path;
-use self_judge::engine::DirectScorer;
+use self_judge::engine::scorer::CachedScorer;
 use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Verdict};
 use self_judge::model::{LoadOptions, LoadedModel};
 use serde_json::Value;
@@ -82,11 +82,7 @@ fn judge_outputs_one_verdict_per_line_equal_to_the_library() {
         &JudgeOptions::default(),
     )
     .unwrap();
-    let scorer = DirectScorer {
-        decoder: &model.decoder,
-        token_ids: judge.token_ids,
-        max_batch_tokens: 8192,
-    };
+    let scorer = CachedScorer::new(&model.decoder, judge.token_ids, 8192, 2048 << 20);
     let want = judge.judge(&pairs, &scorer).unwrap();
     assert_eq!(got, want);
 

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::ModelArgs;
-use crate::engine::DirectScorer;
+use crate::engine::scorer::CachedScorer;
 use crate::judge::{run_tournament, Bracket, Judge, JudgeConfig, JudgeOptions, Pair, Verdict};
 use crate::model::LoadedModel;
 
@@ -44,6 +44,9 @@ pub struct JudgeArgs {
     /// Token budget of one packed forward pass.
     #[arg(long, default_value_t = 8192)]
     pub max_batch_tokens: usize,
+    /// MiB of keys/values kept for shared prompt prefixes.
+    #[arg(long, default_value_t = 2048)]
+    pub prefix_cache_mb: usize,
     /// Print the token ids and limits in use on stderr.
     #[arg(long)]
     pub verbose: bool,
@@ -76,6 +79,18 @@ impl JudgeArgs {
             );
         }
         Ok(Setup { model, judge })
+    }
+}
+
+impl JudgeArgs {
+    /// The prompt executor: packed forwards with shared prefixes.
+    pub fn scorer<'m>(&self, s: &'m Setup) -> CachedScorer<'m> {
+        CachedScorer::new(
+            &s.model.decoder,
+            s.judge.token_ids,
+            self.max_batch_tokens,
+            self.prefix_cache_mb << 20,
+        )
     }
 }
 
@@ -146,11 +161,7 @@ fn progress(len: usize, what: &str) -> ProgressBar {
 pub fn run_judge(args: JudgeArgs) -> anyhow::Result<()> {
     let pairs: Vec<Pair> = read_jsonl(&args.input, |_| Ok(()))?;
     let s = args.setup()?;
-    let scorer = DirectScorer {
-        decoder: &s.model.decoder,
-        token_ids: s.judge.token_ids,
-        max_batch_tokens: args.max_batch_tokens,
-    };
+    let scorer = args.scorer(&s);
     let pb = progress(pairs.len(), "pairs");
     let mut verdicts: Vec<Verdict> = Vec::with_capacity(pairs.len());
     // Groups of pairs per call keep the progress bar moving on long files.
@@ -203,11 +214,7 @@ pub fn run_tournament_cmd(args: TournamentArgs) -> anyhow::Result<()> {
         }
     })?;
     let s = args.judge.setup()?;
-    let scorer = DirectScorer {
-        decoder: &s.model.decoder,
-        token_ids: s.judge.token_ids,
-        max_batch_tokens: args.judge.max_batch_tokens,
-    };
+    let scorer = args.judge.scorer(&s);
     let contexts: Vec<String> = lines.iter().map(|l| l.context.clone()).collect();
     let responses: Vec<Vec<String>> = lines.iter().map(|l| l.responses.clone()).collect();
     let total: usize = responses.iter().map(|r| r.len() - 1).sum();

@@ -4,6 +4,7 @@
 pub mod generate;
 pub mod judge_queue;
 pub mod metrics;
+pub mod prefix;
 pub mod sampling;
 pub mod scorer;
 pub mod worker;

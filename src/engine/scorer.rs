@@ -1,6 +1,7 @@
 //! Direct execution of judge prompts: packed forward passes bounded by a token budget,
 //! softmax over the whole vocabulary at each last position.
 
+use super::prefix::{PrefillStats, PrefixScorer};
 use crate::judge::{JudgeError, OrderProbs, Scorer};
 use crate::model::{Decoder, ModelError, PackedBatch};
 
@@ -15,25 +16,8 @@ pub fn ab_probs(logits: &[f32], token_a: u32, token_b: u32) -> OrderProbs {
     }
 }
 
-/// Scores one packed batch of prompts.
-pub fn score_batch(
-    decoder: &Decoder,
-    prompts: &[&[u32]],
-    token_ids: (u32, u32),
-    metrics: &super::metrics::EngineMetrics,
-) -> Result<Vec<OrderProbs>, ModelError> {
-    let batch = PackedBatch::new(prompts)?;
-    metrics.prefill_tokens.inc_by(batch.num_tokens() as u64);
-    let logits: Vec<Vec<f32>> = decoder
-        .forward(&batch, None, crate::model::Output::LastLogits)?
-        .to_vec2()?;
-    Ok(logits
-        .iter()
-        .map(|l| ab_probs(l, token_ids.0, token_ids.1))
-        .collect())
-}
-
-/// Runs prompts on a decoder in packed batches of at most `max_batch_tokens` tokens.
+/// Runs prompts on a decoder in packed batches of at most `max_batch_tokens` tokens,
+/// every prompt computed in full (the reference path for [`CachedScorer`]).
 pub struct DirectScorer<'m> {
     pub decoder: &'m Decoder,
     pub token_ids: (u32, u32),
@@ -42,10 +26,14 @@ pub struct DirectScorer<'m> {
 
 /// Splits prompts into consecutive groups whose token total stays within `budget`
 /// (a prompt longer than the budget forms a group of its own).
-pub fn chunk_by_tokens(prompts: &[Vec<u32>], budget: usize) -> Vec<std::ops::Range<usize>> {
+pub fn chunk_by_tokens<S: AsRef<[u32]>>(
+    prompts: &[S],
+    budget: usize,
+) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut used) = (0, 0);
     for (i, p) in prompts.iter().enumerate() {
+        let p = p.as_ref();
         if i > start && used + p.len() > budget {
             out.push(start..i);
             start = i;
@@ -76,6 +64,44 @@ impl Scorer for DirectScorer<'_> {
             );
         }
         Ok(out)
+    }
+}
+
+/// Scores through a [`PrefixScorer`]: shared prefixes computed once, and kept across
+/// calls (e.g. the rounds of a tournament).
+pub struct CachedScorer<'m> {
+    pub decoder: &'m Decoder,
+    pub inner: std::cell::RefCell<PrefixScorer>,
+}
+
+impl<'m> CachedScorer<'m> {
+    /// A scorer with a prefix cache of `cache_bytes`.
+    pub fn new(
+        decoder: &'m Decoder,
+        token_ids: (u32, u32),
+        max_batch_tokens: usize,
+        cache_bytes: usize,
+    ) -> Self {
+        Self {
+            decoder,
+            inner: std::cell::RefCell::new(PrefixScorer::new(
+                token_ids,
+                max_batch_tokens,
+                cache_bytes,
+            )),
+        }
+    }
+
+    /// Tokens computed and reused so far.
+    pub fn stats(&self) -> PrefillStats {
+        self.inner.borrow().stats
+    }
+}
+
+impl Scorer for CachedScorer<'_> {
+    fn score(&self, prompts: &[Vec<u32>]) -> Result<Vec<OrderProbs>, JudgeError> {
+        let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        Ok(self.inner.borrow_mut().score(self.decoder, &refs, None)?)
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::generate::{Generated, GenerationRequest, Generator};
 use super::judge_queue::{Cancellable, JudgeQueue, Slot};
 use super::metrics::EngineMetrics;
-use super::scorer::score_batch;
+use super::prefix::PrefixScorer;
 use crate::judge::OrderProbs;
 use crate::model::LoadedModel;
 
@@ -26,6 +26,8 @@ pub struct EngineSettings {
     pub max_batch_tokens: usize,
     /// Prompts per judge forward pass.
     pub max_batch_size: usize,
+    /// Bytes of keys/values kept for shared judge-prompt prefixes.
+    pub prefix_cache_bytes: usize,
 }
 
 /// Why the engine could not serve a command.
@@ -115,11 +117,11 @@ struct ActiveGeneration {
 
 struct Worker<'m> {
     model: &'m LoadedModel,
-    token_ids: (u32, u32),
     settings: EngineSettings,
     metrics: EngineMetrics,
     healthy: Arc<AtomicBool>,
     judge: JudgeQueue<JudgeReply>,
+    scorer: PrefixScorer,
     generator: Generator<'m>,
     joining: Vec<(GenerationRequest, GenReply)>,
     active: HashMap<u64, ActiveGeneration>,
@@ -136,11 +138,15 @@ impl<'m> Worker<'m> {
     ) -> Self {
         Self {
             model,
-            token_ids,
             settings,
             metrics,
             healthy,
             judge: JudgeQueue::default(),
+            scorer: PrefixScorer::new(
+                token_ids,
+                settings.max_batch_tokens,
+                settings.prefix_cache_bytes,
+            ),
             generator: Generator::new(model),
             joining: Vec::new(),
             active: HashMap::new(),
@@ -222,7 +228,9 @@ impl<'m> Worker<'m> {
         let prompts: Vec<&[u32]> = batch.iter().map(|(_, p)| *p).collect();
         let tokens: usize = prompts.iter().map(|p| p.len()).sum();
         let start = Instant::now();
-        let result = score_batch(&self.model.decoder, &prompts, self.token_ids, &self.metrics);
+        let result = self
+            .scorer
+            .score(&self.model.decoder, &prompts, Some(&self.metrics));
         self.metrics
             .batch_seconds
             .observe(start.elapsed().as_secs_f64());

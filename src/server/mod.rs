@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Judge prompts per forward pass.
     #[arg(long, default_value_t = 64)]
     pub max_batch_size: usize,
+    /// MiB of keys/values kept for shared judge-prompt prefixes (0 disables sharing
+    /// across batches).
+    #[arg(long, default_value_t = 2048)]
+    pub prefix_cache_mb: usize,
     /// Judge prompts (and generated sequences) in flight at once; a request that
     /// would exceed it is refused whole with 429.
     #[arg(long, default_value_t = 1024)]
@@ -135,6 +139,7 @@ fn load(
     let settings = EngineSettings {
         max_batch_tokens: args.max_batch_tokens,
         max_batch_size: args.max_batch_size,
+        prefix_cache_bytes: args.prefix_cache_mb << 20,
     };
     let engine = spawn_engine(
         model.clone(),

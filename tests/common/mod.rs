@@ -146,3 +146,28 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts two JSON documents are equal, except that numbers may differ by 1e-6
+/// (floating-point sums may group differently in differently packed batches).
+pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-6, "{x} vs {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{a} vs {b}");
+            x.iter().zip(y).for_each(|(x, y)| assert_json_close(x, y));
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{a} vs {b}"
+            );
+            x.iter().for_each(|(k, v)| assert_json_close(v, &y[k]));
+        }
+        _ => assert_eq!(a, b),
+    }
+}
