@@ -21,6 +21,70 @@ pub fn lcp(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// The prefixes shared by at least two prompts, grouped by nesting depth (outermost
+/// first). A prefix is kept when it is at least `min_shared` tokens longer than the
+/// shared prefix enclosing it, and it always leaves one token of every prompt sharing it
+/// (which must produce logits). Uses the LCP intervals of the sorted prompts.
+pub fn shared_prefixes(prompts: &[&[u32]], min_shared: usize) -> Vec<Vec<Vec<u32>>> {
+    let mut sorted: Vec<&[u32]> = prompts.to_vec();
+    sorted.sort();
+    // (shared length, first sorted index) of the open LCP intervals, outermost at the bottom.
+    let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
+    let mut found: Vec<(usize, usize, usize)> = Vec::new(); // (len, lb, rb)
+    let close = |len: usize, lb: usize, rb: usize, found: &mut Vec<(usize, usize, usize)>| {
+        if len > 0 {
+            found.push((len, lb, rb));
+        }
+    };
+    for i in 0..sorted.len().saturating_sub(1) {
+        let l = lcp(sorted[i], sorted[i + 1]);
+        let mut lb = i;
+        while l < stack.last().expect("bottom").0 {
+            let (len, b) = stack.pop().expect("non-empty");
+            close(len, b, i, &mut found);
+            lb = b;
+        }
+        if l > stack.last().expect("bottom").0 {
+            stack.push((l, lb));
+        }
+    }
+    let last = sorted.len().saturating_sub(1);
+    while let Some((len, b)) = stack.pop() {
+        close(len, b, last, &mut found);
+    }
+    // Cap each interval so every member keeps a token, then keep the useful ones,
+    // outermost (shortest) first so each can continue its parent's cache.
+    let mut kept: Vec<(usize, usize, usize)> = found
+        .into_iter()
+        .map(|(len, lb, rb)| {
+            let shortest = sorted[lb..=rb].iter().map(|p| p.len()).min().unwrap_or(0);
+            (len.min(shortest.saturating_sub(1)), lb, rb)
+        })
+        .collect();
+    kept.sort();
+    kept.dedup_by(|a, b| a.0 == b.0 && sorted[a.1][..a.0] == sorted[b.1][..b.0]);
+    let mut levels: Vec<Vec<Vec<u32>>> = Vec::new();
+    // (len, lb, rb, depth) of the kept intervals, to find each one's parent.
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for (len, lb, rb) in kept {
+        let parent = placed
+            .iter()
+            .filter(|&&(pl, plb, prb, _)| plb <= lb && rb <= prb && pl < len)
+            .max_by_key(|p| p.0)
+            .copied();
+        let (parent_len, depth) = parent.map_or((0, 0), |p| (p.0, p.3 + 1));
+        if len < min_shared || len < parent_len + min_shared {
+            continue;
+        }
+        if levels.len() <= depth {
+            levels.resize(depth + 1, Vec::new());
+        }
+        levels[depth].push(sorted[lb][..len].to_vec());
+        placed.push((len, lb, rb, depth));
+    }
+    levels
+}
+
 struct Entry {
     tokens: Vec<u32>,
     kv: KvCache,
@@ -191,58 +255,33 @@ impl PrefixScorer {
     }
 
     /// Computes, once, every prefix of at least `min_shared` tokens that several
-    /// prompts share and the cache does not already cover.
+    /// prompts share and the cache does not already cover. Shared prefixes nest (the
+    /// template head is shared by every prompt, the head plus a context by the prompts of
+    /// that context, ...): each level is one packed pass continuing the level above.
     fn share_prefixes(&mut self, dec: &Decoder, prompts: &[&[u32]]) -> Result<(), ModelError> {
-        let mut order: Vec<usize> = (0..prompts.len()).collect();
-        order.sort_by(|&a, &b| prompts[a].cmp(prompts[b]));
-        let mut shared: Vec<Vec<u32>> = Vec::new();
-        let mut i = 0;
-        while i < order.len() {
-            // A run of sorted prompts whose neighbours share >= min_shared tokens.
-            let mut len = usize::MAX;
-            let mut j = i + 1;
-            while j < order.len() {
-                let l = lcp(prompts[order[j - 1]], prompts[order[j]]);
-                if l < self.min_shared {
-                    break;
-                }
-                len = len.min(l);
-                j += 1;
+        let levels = shared_prefixes(prompts, self.min_shared);
+        for level in levels {
+            // (full prefix, tokens already cached) for every prefix still to compute.
+            let mut todo: Vec<(Vec<u32>, usize)> = Vec::new();
+            let mut caches = Vec::new();
+            for s in level {
+                let (start, kv) = match self.cache.lookup(&s, s.len(), self.min_shared) {
+                    Some((l, _)) if l == s.len() => continue,
+                    Some((l, kv)) => (l, kv),
+                    None => (0, KvCache::new(dec.cfg.num_hidden_layers)),
+                };
+                self.stats.reused += start;
+                caches.push(kv);
+                todo.push((s, start));
             }
-            if j - i >= 2 {
-                // Leave at least one token of every prompt to produce its logits.
-                let shortest = order[i..j]
-                    .iter()
-                    .map(|&k| prompts[k].len())
-                    .min()
-                    .unwrap_or(0);
-                let len = len.min(shortest.saturating_sub(1));
-                if len >= self.min_shared {
-                    shared.push(prompts[order[i]][..len].to_vec());
-                }
+            if todo.is_empty() {
+                continue;
             }
-            i = j;
-        }
-        // (full prefix, tokens already cached) for every prefix still to compute.
-        let mut todo: Vec<(Vec<u32>, usize)> = Vec::new();
-        let mut caches = Vec::new();
-        for s in shared {
-            let (start, kv) = match self.cache.lookup(&s, s.len(), self.min_shared) {
-                Some((l, _)) if l == s.len() => continue,
-                Some((l, kv)) => (l, kv),
-                None => (0, KvCache::new(dec.cfg.num_hidden_layers)),
-            };
-            self.stats.reused += start;
-            caches.push(kv);
-            todo.push((s, start));
-        }
-        if todo.is_empty() {
-            return Ok(());
-        }
-        let suffixes: Vec<&[u32]> = todo.iter().map(|(s, start)| &s[*start..]).collect();
-        self.run(dec, &suffixes, &mut caches, false)?;
-        for ((full, _), kv) in todo.into_iter().zip(caches) {
-            self.cache.insert(full, kv);
+            let suffixes: Vec<&[u32]> = todo.iter().map(|(s, start)| &s[*start..]).collect();
+            self.run(dec, &suffixes, &mut caches, false)?;
+            for ((full, _), kv) in todo.into_iter().zip(caches) {
+                self.cache.insert(full, kv);
+            }
         }
         Ok(())
     }
@@ -287,5 +326,44 @@ impl PrefixScorer {
             .iter()
             .map(|l| ab_probs(l, self.token_ids.0, self.token_ids.1))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_prefixes_come_out_by_level() {
+        let head: Vec<u32> = (0..20).collect();
+        let mk = |ctx: u32, tail: &[u32]| -> Vec<u32> {
+            let mut v = head.clone();
+            v.extend(std::iter::repeat_n(100 + ctx, 20));
+            v.extend_from_slice(tail);
+            v
+        };
+        let prompts = [
+            mk(1, &[7, 8]),
+            mk(1, &[9]),
+            mk(2, &[7]),
+            mk(2, &[5, 5]),
+            mk(3, &[1]),
+        ];
+        let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+        let levels = shared_prefixes(&refs, 16);
+        assert_eq!(levels.len(), 2);
+        assert_eq!(levels[0], vec![head.clone()]);
+        let mut inner: Vec<usize> = levels[1].iter().map(Vec::len).collect();
+        inner.sort();
+        assert_eq!(inner, vec![40, 40]);
+        assert!(levels[1].iter().all(|p| p.starts_with(&head)));
+    }
+
+    #[test]
+    fn a_prompt_always_keeps_one_token() {
+        let a: Vec<u32> = (0..30).collect();
+        let b: Vec<u32> = (0..40).collect();
+        let levels = shared_prefixes(&[&a, &b], 16);
+        assert_eq!(levels, vec![vec![a[..29].to_vec()]]);
     }
 }

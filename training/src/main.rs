@@ -1,8 +1,5 @@
-//! The `training` binary: judge-augmented SFT (JSFT) and self-training by on-policy
-//! self-judgment (DPO), writing checkpoints that `self-judge serve` loads.
-//!
-//! Neither trainer has landed yet; until then the binary only describes them and
-//! refuses to run, so no script can mistake it for a working trainer.
+//! The `training` binary: `init` writes a tiny random checkpoint; `jsft` (judge-augmented
+//! SFT) and `self-judge` (DPO on self-judged pairs) are not implemented yet and say so.
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a tiny randomly initialised HF checkpoint (tests, demos).
+    Init(training::init::InitArgs),
     /// Judge-augmented supervised fine-tuning (SPEC §4). Not implemented yet.
     Jsft {
         #[arg(long)]
@@ -32,10 +31,17 @@ enum Command {
 }
 
 fn main() {
-    let name = match Cli::parse().command {
-        Command::Jsft { .. } => "jsft",
-        Command::SelfJudge { .. } => "self-judge",
+    let result = match Cli::parse().command {
+        Command::Init(a) => training::init::run(a),
+        Command::Jsft { .. } => Err(anyhow::anyhow!(
+            "`training jsft` is not implemented yet in this build"
+        )),
+        Command::SelfJudge { .. } => Err(anyhow::anyhow!(
+            "`training self-judge` is not implemented yet in this build"
+        )),
     };
-    eprintln!("error: `training {name}` is not implemented yet in this build");
-    std::process::exit(2);
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
 }

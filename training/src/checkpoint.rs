@@ -1,0 +1,90 @@
+//! Writing HF checkpoints the server loads: `config.json`, `model.safetensors`,
+//! `tokenizer.json`, `tokenizer_config.json`. Written into a temporary sibling folder
+//! and renamed into place, so a kill never leaves a half-written checkpoint.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::Tensor;
+use self_judge::model::ModelConfig;
+use self_judge::tokenizer::TextTokenizer;
+
+/// What goes into a checkpoint folder.
+pub struct Checkpoint<'a> {
+    pub config: &'a ModelConfig,
+    /// Weights by HF name (an `lm_head.weight` of tied embeddings is not written).
+    pub weights: HashMap<String, Tensor>,
+    pub tokenizer: &'a TextTokenizer,
+    pub chat_template: Option<&'a str>,
+}
+
+impl Checkpoint<'_> {
+    /// Writes the checkpoint to `dir` atomically (replacing an older one).
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let name = dir
+            .file_name()
+            .context("checkpoint path has no final component")?
+            .to_string_lossy();
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        self.write_into(&tmp)
+            .with_context(|| format!("writing checkpoint to {}", tmp.display()))?;
+        if dir.exists() {
+            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+            std::fs::rename(dir, &old)?;
+            std::fs::rename(&tmp, dir)?;
+            std::fs::remove_dir_all(&old)?;
+        } else {
+            std::fs::rename(&tmp, dir)?;
+        }
+        Ok(())
+    }
+
+    fn write_into(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&self.config.to_hf_json())?,
+        )?;
+        let mut tensors: Vec<(&String, &Tensor)> = self
+            .weights
+            .iter()
+            .filter(|(n, _)| !(self.config.tie_word_embeddings && n.as_str() == "lm_head.weight"))
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(b.0));
+        let map: HashMap<String, Tensor> = tensors
+            .into_iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        candle_core::safetensors::save(&map, dir.join("model.safetensors"))?;
+        let tok_json = self
+            .tokenizer
+            .inner()
+            .to_string(true)
+            .map_err(|e| anyhow::anyhow!("serialising the tokenizer: {e}"))?;
+        std::fs::write(dir.join("tokenizer.json"), tok_json)?;
+        let mut tc = serde_json::json!({
+            "eos_token": self.tokenizer.eos_token,
+            "bos_token": self.tokenizer.bos_token,
+            "model_max_length": self.config.max_position_embeddings,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+        });
+        if let Some(t) = self.chat_template {
+            tc["chat_template"] = t.into();
+        }
+        std::fs::write(
+            dir.join("tokenizer_config.json"),
+            serde_json::to_string_pretty(&tc)?,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,4 @@
+//! Training data: label masking and dataset parsers.
+
+pub mod hh;
+pub mod mask;
