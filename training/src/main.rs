@@ -1,5 +1,5 @@
-//! The `training` binary: `init` writes a tiny random checkpoint; `jsft` (judge-augmented
-//! SFT) and `self-judge` (DPO on self-judged pairs) are not implemented yet and say so.
+//! The `training` binary: `init` writes a tiny random checkpoint; `jsft` runs judge-augmented
+//! SFT; `self-judge` (DPO on self-judged pairs) is not implemented yet and says so.
 
 use clap::{Parser, Subcommand};
 
@@ -18,7 +18,7 @@ struct Cli {
 enum Command {
     /// Write a tiny randomly initialised HF checkpoint (tests, demos).
     Init(training::init::InitArgs),
-    /// Judge-augmented supervised fine-tuning (SPEC §4). Not implemented yet.
+    /// Judge-augmented supervised fine-tuning (SPEC §4) on HH-format data, all weights.
     Jsft {
         #[arg(long)]
         config: std::path::PathBuf,
@@ -33,9 +33,7 @@ enum Command {
 fn main() {
     let result = match Cli::parse().command {
         Command::Init(a) => training::init::run(a),
-        Command::Jsft { .. } => Err(anyhow::anyhow!(
-            "`training jsft` is not implemented yet in this build"
-        )),
+        Command::Jsft { config } => training::jsft::run(&config),
         Command::SelfJudge { .. } => Err(anyhow::anyhow!(
             "`training self-judge` is not implemented yet in this build"
         )),

@@ -1,0 +1,332 @@
+//! The seed's training YAML, read strictly: unknown keys and wrong types are errors
+//! naming the key; keys we accept but do not use get one warning each.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::{Mapping, Value};
+
+/// Keys accepted for compatibility and ignored (with a warning).
+const IGNORED: &[&str] = &[
+    "training_args.report_to",
+    "training_args.gradient_checkpointing",
+    "training_args.remove_unused_columns",
+    "training_args.bf16",
+    "training_args.fp16",
+    "training_args.deepspeed",
+    "training_args.logging_dir",
+    "training_args.run_name",
+    "training_args.ddp_find_unused_parameters",
+    "model.attn_implementation",
+    "model.torch_dtype",
+];
+
+/// `training_args` (the HF TrainingArguments subset we implement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingArgs {
+    pub output_dir: PathBuf,
+    pub per_device_train_batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub learning_rate: f64,
+    pub lr_scheduler_type: String,
+    pub warmup_ratio: f64,
+    pub warmup_steps: Option<usize>,
+    pub num_train_epochs: f64,
+    pub max_steps: Option<usize>,
+    pub logging_steps: usize,
+    pub save_strategy: String,
+    pub save_steps: Option<usize>,
+    pub seed: u64,
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+}
+
+/// The parsed config with the warnings it produced.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub training: TrainingArgs,
+    /// `jsft_args.max_length` or `self_judge_args.max_length`.
+    pub max_length: usize,
+    /// `model.pretrained_model_name_or_path`.
+    pub model_path: PathBuf,
+    /// `dataset` (format name) and `dataset_path` (local JSONL).
+    pub dataset: String,
+    pub dataset_path: PathBuf,
+    /// The raw `templates` section (the judge module parses it).
+    pub yaml: String,
+    pub skip_first_token: bool,
+    pub user_marker: String,
+    pub assistant_marker: String,
+    pub warnings: Vec<String>,
+}
+
+struct Reader<'a> {
+    warnings: &'a mut Vec<String>,
+}
+
+impl Reader<'_> {
+    fn section<'m>(
+        &mut self,
+        root: &'m Mapping,
+        name: &str,
+        known: &[&str],
+    ) -> anyhow::Result<Option<&'m Mapping>> {
+        let Some(v) = root.get(name) else {
+            return Ok(None);
+        };
+        let m = v
+            .as_mapping()
+            .ok_or_else(|| anyhow::anyhow!("`{name}` must be a mapping"))?;
+        for k in m.keys() {
+            let k = k
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("`{name}` has a non-string key {k:?}"))?;
+            let full = format!("{name}.{k}");
+            if IGNORED.contains(&full.as_str()) {
+                self.warnings
+                    .push(format!("`{full}` is accepted but not used"));
+            } else if !known.contains(&k) {
+                anyhow::bail!("unknown key `{full}`");
+            }
+        }
+        Ok(Some(m))
+    }
+}
+
+fn num(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<f64>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        // YAML 1.1 readers (PyYAML) parse "2e-5" as a string; accept it as the seed does.
+        Some(Value::String(s)) => s
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("`{sec}.{k}` must be a number, got {s:?}")),
+        Some(other) => anyhow::bail!("`{sec}.{k}` must be a number, got {other:?}"),
+    }
+}
+
+fn int(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<usize>> {
+    match num(m, sec, k)? {
+        None => Ok(None),
+        Some(x) if x >= 0.0 && x.fract() == 0.0 => Ok(Some(x as usize)),
+        Some(x) => anyhow::bail!("`{sec}.{k}` must be a non-negative integer, got {x}"),
+    }
+}
+
+fn string(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<String>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => anyhow::bail!("`{sec}.{k}` must be a string, got {other:?}"),
+    }
+}
+
+fn boolean(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<bool>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => anyhow::bail!("`{sec}.{k}` must be true or false, got {other:?}"),
+    }
+}
+
+impl TrainConfig {
+    /// Reads a JSFT config; relative paths resolve against the current directory.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Self::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses a JSFT config document.
+    pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
+        let doc: Value =
+            serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("invalid YAML: {e}"))?;
+        let root = doc
+            .as_mapping()
+            .ok_or_else(|| anyhow::anyhow!("the config must be a mapping"))?;
+        for k in root.keys() {
+            let k = k.as_str().unwrap_or("");
+            if ![
+                "training_args",
+                "jsft_args",
+                "peft_config",
+                "model",
+                "templates",
+                "dataset",
+                "dataset_path",
+            ]
+            .contains(&k)
+            {
+                anyhow::bail!("unknown top-level key `{k}`");
+            }
+        }
+        let mut warnings = Vec::new();
+        let mut r = Reader {
+            warnings: &mut warnings,
+        };
+        let ta = r
+            .section(
+                root,
+                "training_args",
+                &[
+                    "output_dir",
+                    "per_device_train_batch_size",
+                    "gradient_accumulation_steps",
+                    "learning_rate",
+                    "lr_scheduler_type",
+                    "warmup_ratio",
+                    "warmup_steps",
+                    "num_train_epochs",
+                    "max_steps",
+                    "logging_steps",
+                    "save_strategy",
+                    "save_steps",
+                    "seed",
+                    "max_grad_norm",
+                    "weight_decay",
+                ],
+            )?
+            .ok_or_else(|| anyhow::anyhow!("`training_args` is missing"))?;
+        let s = "training_args";
+        let training = TrainingArgs {
+            output_dir: string(ta, s, "output_dir")?
+                .ok_or_else(|| anyhow::anyhow!("`training_args.output_dir` is missing"))?
+                .into(),
+            per_device_train_batch_size: int(ta, s, "per_device_train_batch_size")?
+                .unwrap_or(8)
+                .max(1),
+            gradient_accumulation_steps: int(ta, s, "gradient_accumulation_steps")?
+                .unwrap_or(1)
+                .max(1),
+            learning_rate: num(ta, s, "learning_rate")?.unwrap_or(5e-5),
+            lr_scheduler_type: string(ta, s, "lr_scheduler_type")?
+                .unwrap_or_else(|| "linear".into()),
+            warmup_ratio: num(ta, s, "warmup_ratio")?.unwrap_or(0.0),
+            warmup_steps: int(ta, s, "warmup_steps")?,
+            num_train_epochs: num(ta, s, "num_train_epochs")?.unwrap_or(3.0),
+            max_steps: int(ta, s, "max_steps")?.filter(|&m| m > 0),
+            logging_steps: int(ta, s, "logging_steps")?.unwrap_or(500).max(1),
+            save_strategy: string(ta, s, "save_strategy")?.unwrap_or_else(|| "steps".into()),
+            save_steps: int(ta, s, "save_steps")?,
+            seed: int(ta, s, "seed")?.unwrap_or(42) as u64,
+            max_grad_norm: num(ta, s, "max_grad_norm")?.unwrap_or(1.0),
+            weight_decay: num(ta, s, "weight_decay")?.unwrap_or(0.0),
+        };
+        crate::optim::ScheduleKind::parse(&training.lr_scheduler_type)?;
+        anyhow::ensure!(
+            ["epoch", "steps", "no"].contains(&training.save_strategy.as_str()),
+            "`training_args.save_strategy` must be epoch, steps or no"
+        );
+        let ja = r.section(root, "jsft_args", &["max_length"])?;
+        let max_length = match ja {
+            Some(m) => int(m, "jsft_args", "max_length")?.unwrap_or(2048),
+            None => 2048,
+        };
+        anyhow::ensure!(max_length >= 2, "`jsft_args.max_length` must be >= 2");
+        if root.contains_key("peft_config") {
+            r.section(
+                root,
+                "peft_config",
+                &[
+                    "r",
+                    "lora_alpha",
+                    "lora_dropout",
+                    "target_modules",
+                    "bias",
+                    "task_type",
+                ],
+            )?;
+            anyhow::bail!(
+                "`peft_config` (LoRA) is not implemented yet; remove it to fine-tune all weights"
+            );
+        }
+        let model = r
+            .section(root, "model", &["pretrained_model_name_or_path"])?
+            .ok_or_else(|| anyhow::anyhow!("`model` is missing"))?;
+        let model_path = string(model, "model", "pretrained_model_name_or_path")?
+            .ok_or_else(|| anyhow::anyhow!("`model.pretrained_model_name_or_path` is missing"))?;
+        let templates = r
+            .section(
+                root,
+                "templates",
+                &[
+                    "skip_first_token",
+                    "chat",
+                    "user",
+                    "assistant",
+                    "judge",
+                    "decision_rationale",
+                ],
+            )?
+            .ok_or_else(|| anyhow::anyhow!("`templates` is missing"))?;
+        let t = "templates";
+        let dataset = match root.get("dataset") {
+            Some(Value::String(s)) => s.clone(),
+            _ => anyhow::bail!(
+                "`dataset` must name the format (Anthropic/hh-rlhf or openbmb/UltraFeedback)"
+            ),
+        };
+        anyhow::ensure!(
+            dataset == "Anthropic/hh-rlhf",
+            "dataset `{dataset}` is not supported yet (supported: Anthropic/hh-rlhf)"
+        );
+        let dataset_path = match root.get("dataset_path") {
+            Some(Value::String(s)) => PathBuf::from(s),
+            _ => anyhow::bail!("`dataset_path` (a local JSONL file) is missing"),
+        };
+        Ok(Self {
+            training,
+            max_length,
+            model_path: model_path.into(),
+            dataset,
+            dataset_path,
+            yaml: text.to_string(),
+            skip_first_token: boolean(templates, t, "skip_first_token")?.unwrap_or(false),
+            user_marker: string(templates, t, "user")?
+                .ok_or_else(|| anyhow::anyhow!("`templates.user` is missing"))?,
+            assistant_marker: string(templates, t, "assistant")?
+                .ok_or_else(|| anyhow::anyhow!("`templates.assistant` is missing"))?,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "training_args: {output_dir: out, learning_rate: 2e-5, report_to: wandb}\nmodel: {pretrained_model_name_or_path: m, attn_implementation: x}\ntemplates: {user: U, assistant: A, judge: {}}\ndataset: Anthropic/hh-rlhf\ndataset_path: d.jsonl\n";
+
+    #[test]
+    fn accepts_the_seed_shape_with_warnings() {
+        let c = TrainConfig::from_yaml(BASE).unwrap();
+        assert_eq!(c.training.learning_rate, 2e-5);
+        assert_eq!(c.warnings.len(), 2);
+        assert!(c.warnings[0].contains("training_args.report_to"));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_named() {
+        let e = TrainConfig::from_yaml(&BASE.replace("report_to: wandb", "learning_rat: 1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown key `training_args.learning_rat`"),
+            "{e}"
+        );
+        let e = TrainConfig::from_yaml(&BASE.replace("learning_rate: 2e-5", "learning_rate: fast"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`training_args.learning_rate` must be a number"),
+            "{e}"
+        );
+        let e = TrainConfig::from_yaml(&BASE.replace(
+            "output_dir: out,",
+            "output_dir: out, lr_scheduler_type: poly,",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("poly"), "{e}");
+    }
+}

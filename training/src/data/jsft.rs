@@ -1,0 +1,156 @@
+//! Judge-augmented SFT examples from HH-RLHF rows (SPEC §4): one SFT example on the
+//! chosen conversation, and per principle two judgment examples (both orders, targets
+//! ` A` and ` B`) whose loss falls on the verdict token and the EOS only.
+
+use self_judge::judge::JudgeTemplate;
+use self_judge::tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
+
+use super::hh::HhPair;
+use super::mask::{marker, mask_labels, truncate_left};
+use crate::loss::Example;
+
+/// Everything needed to turn rows into examples.
+pub struct JsftBuilder<'a> {
+    pub tokenizer: &'a TextTokenizer,
+    pub chat: &'a ChatTemplate,
+    pub judge: &'a JudgeTemplate,
+    pub max_length: usize,
+    user: Vec<u32>,
+    assistant: Vec<u32>,
+}
+
+/// Counts of what was built and skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    pub rows: usize,
+    pub sft: usize,
+    pub judgments: usize,
+    /// Examples dropped because their markers could not be matched.
+    pub unmaskable: usize,
+    /// Rows that could not be parsed (with the first error).
+    pub bad_rows: usize,
+    pub first_error: Option<String>,
+}
+
+impl<'a> JsftBuilder<'a> {
+    /// Encodes the role markers (`templates.user`, `templates.assistant`).
+    pub fn new(
+        tokenizer: &'a TextTokenizer,
+        chat: &'a ChatTemplate,
+        judge: &'a JudgeTemplate,
+        max_length: usize,
+        user: &str,
+        assistant: &str,
+        skip_first_token: bool,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            user: marker(tokenizer, user, skip_first_token)?,
+            assistant: marker(tokenizer, assistant, skip_first_token)?,
+            tokenizer,
+            chat,
+            judge,
+            max_length,
+        })
+    }
+
+    fn finish(&self, mut ids: Vec<u32>, mut labels: Vec<i64>) -> Example {
+        truncate_left(&mut ids, &mut labels, self.max_length);
+        Example {
+            input_ids: ids,
+            labels,
+        }
+    }
+
+    /// The SFT example of a conversation (rendered without BOS, as the seed does).
+    pub fn sft(&self, messages: &[ChatMessage]) -> anyhow::Result<Option<Example>> {
+        let t = self.tokenizer;
+        let text = self.chat.render(
+            messages,
+            false,
+            t.bos_token.as_deref(),
+            t.eos_token.as_deref(),
+        )?;
+        let ids = t.encode(&text, false)?;
+        Ok(mask_labels(&ids, &self.user, &self.assistant)
+            .ok()
+            .map(|l| self.finish(ids, l)))
+    }
+
+    /// The two judgment examples of one principle: (better, worse) in position A with
+    /// target ` A`, and swapped with target ` B`.
+    pub fn judgments(
+        &self,
+        principle: usize,
+        context: &str,
+        better: &str,
+        worse: &str,
+    ) -> anyhow::Result<Vec<Option<Example>>> {
+        let p = &self.judge.principles[principle];
+        let cue = self.tokenizer.encode(&p.cue, false)?;
+        let t = self.tokenizer;
+        let mut out = Vec::with_capacity(2);
+        for (a, b, letter) in [(better, worse, " A"), (worse, better, " B")] {
+            let messages = [
+                ChatMessage::new("system", p.principle.system.clone()),
+                ChatMessage::new("user", p.user_text(context, a, b)),
+                ChatMessage::new("assistant", format!("{}{letter}", p.cue)),
+            ];
+            let text = self.chat.render(
+                &messages,
+                false,
+                t.bos_token.as_deref(),
+                t.eos_token.as_deref(),
+            )?;
+            let ids = t.encode(&text, true)?;
+            out.push(
+                mask_labels(&ids, &[], &cue)
+                    .ok()
+                    .map(|l| self.finish(ids, l)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// All examples of HH rows: SFT on `chosen`, judgments on (chosen, rejected) answers.
+    pub fn hh(
+        &self,
+        rows: &[serde_json::Value],
+        system: &str,
+        stats: &mut BuildStats,
+    ) -> anyhow::Result<Vec<Example>> {
+        let mut out = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            stats.rows += 1;
+            let pair = match HhPair::from_row(row, system) {
+                Ok(p) => p,
+                Err(e) => {
+                    stats.bad_rows += 1;
+                    stats
+                        .first_error
+                        .get_or_insert(format!("row {}: {e}", i + 1));
+                    continue;
+                }
+            };
+            match self.sft(&pair.chosen)? {
+                Some(e) => {
+                    stats.sft += 1;
+                    out.push(e);
+                }
+                None => stats.unmaskable += 1,
+            }
+            let (better, worse) = pair.answers();
+            for p in 0..self.judge.principles.len() {
+                for e in self.judgments(p, &pair.context, better, worse)? {
+                    match e {
+                        Some(e) => {
+                            stats.judgments += 1;
+                            out.push(e);
+                        }
+                        None => stats.unmaskable += 1,
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,216 @@
+//! `training jsft` end to end on the synthetic arithmetic data: the loss falls, the
+//! trainer state has HF's log fields, and the saved checkpoint gives the engine the
+//! same logits the model had at the end of training.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use self_judge::judge::JudgeConfig;
+use self_judge::model::{LoadOptions, LoadedModel, OpsMode};
+use self_judge::tokenizer::ChatTemplate;
+use training::checkpoint::Checkpoint;
+use training::config::TrainConfig;
+use training::data::jsft::{BuildStats, JsftBuilder};
+use training::jsft::{read_jsonl, train};
+use training::model::TrainModel;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn init(out: &Path) {
+    let ok = Command::new(env!("CARGO_BIN_EXE_training"))
+        .args([
+            "init",
+            "--hidden",
+            "32",
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--max-positions",
+            "256",
+            "--tokenizer",
+        ])
+        .arg(root().join("tests/fixtures/tiny-chat/tokenizer.json"))
+        .arg("--out")
+        .arg(out)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn config(dir: &Path, steps: usize) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_jsft.yaml"))
+        .unwrap()
+        .replace("max_steps: 600", &format!("max_steps: {steps}"))
+        .replace("logging_steps: 50", "logging_steps: 10")
+        .replace("\"target/arith-jsft\"", &format!("{:?}", dir.join("out")))
+        .replace("\"target/arith-init\"", &format!("{:?}", dir.join("init")))
+        .replace(
+            "\"tests/fixtures/synthetic/arith_train.jsonl\"",
+            &format!(
+                "{:?}",
+                root().join("tests/fixtures/synthetic/arith_train.jsonl")
+            ),
+        );
+    let p = dir.join("jsft.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn jsft_binary_trains_and_writes_a_servable_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    init(&dir.path().join("init"));
+    let cfg = config(dir.path(), 40);
+    let out = Command::new(env!("CARGO_BIN_EXE_training"))
+        .arg("jsft")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("400 rows -> 400 SFT + 800 judgment examples; skipped 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: `training_args.report_to` is accepted but not used"),
+        "{err}"
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let logs = state["log_history"].as_array().unwrap();
+    assert_eq!(logs.len(), 4);
+    for (i, l) in logs.iter().enumerate() {
+        assert_eq!(l["step"], 10 * (i + 1));
+        for k in ["loss", "grad_norm", "learning_rate", "epoch"] {
+            assert!(l[k].as_f64().is_some_and(f64::is_finite), "{k} in {l}");
+        }
+    }
+    assert!(
+        logs[3]["loss"].as_f64().unwrap() < 0.7 * logs[0]["loss"].as_f64().unwrap(),
+        "{logs:?}"
+    );
+    // The engine loads it and its chat template is the config's.
+    let m = LoadedModel::load(&dir.path().join("out"), &LoadOptions::default()).unwrap();
+    assert!(m.chat_template().unwrap().source().contains("<|im_start|>"));
+}
+
+#[test]
+fn saved_checkpoint_reproduces_the_trained_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    init(&dir.path().join("init"));
+    let cfg = TrainConfig::from_file(&config(dir.path(), 5)).unwrap();
+    let judge = JudgeConfig::from_yaml(&cfg.yaml).unwrap();
+    let model = TrainModel::load(&cfg.model_path).unwrap();
+    let chat_src = judge.chat_template.clone().unwrap();
+    let chat = ChatTemplate::new(&chat_src).unwrap();
+    let b = JsftBuilder::new(
+        &model.tokenizer,
+        &chat,
+        &judge.template,
+        cfg.max_length,
+        &cfg.user_marker,
+        &cfg.assistant_marker,
+        false,
+    )
+    .unwrap();
+    let rows = read_jsonl(&cfg.dataset_path).unwrap();
+    let examples = b
+        .hh(&rows[..20], "Judge.", &mut BuildStats::default())
+        .unwrap();
+    train(&model, &examples, &cfg).unwrap();
+    let mut trained = model.decoder.clone();
+    trained.set_mode(OpsMode::Fused);
+    let prompt = model
+        .tokenizer
+        .encode("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n", false)
+        .unwrap();
+    let want: Vec<f32> = trained
+        .last_logits(&[&prompt])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let out = dir.path().join("ckpt");
+    Checkpoint {
+        config: &model.decoder.cfg,
+        weights: model.named_weights(),
+        tokenizer: &model.tokenizer,
+        chat_template: Some(&chat_src),
+    }
+    .save(&out)
+    .unwrap();
+    let served = LoadedModel::load(&out, &LoadOptions::default()).unwrap();
+    let got: Vec<f32> = served
+        .decoder
+        .last_logits(&[&prompt])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let d = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(d < 1e-5, "max |diff| {d}");
+    // And the weights did change from the initial checkpoint.
+    let init = LoadedModel::load(&dir.path().join("init"), &LoadOptions::default()).unwrap();
+    let before: Vec<f32> = init
+        .decoder
+        .last_logits(&[&prompt])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert!(before.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+#[test]
+fn bad_configs_fail_naming_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    init(&dir.path().join("init"));
+    let base = std::fs::read_to_string(config(dir.path(), 5)).unwrap();
+    for (edit, want) in [
+        (
+            base.replace("max_steps: 5", "max_step: 5"),
+            "unknown key `training_args.max_step`",
+        ),
+        (base.replace("\"cosine\"", "\"polynomial\""), "polynomial"),
+        (
+            base.replace(
+                "dataset: \"Anthropic/hh-rlhf\"",
+                "dataset: \"openbmb/UltraFeedback\"",
+            ),
+            "not supported yet",
+        ),
+        (
+            base.replace("jsft_args:", "peft_config: {r: 8}\njsft_args:"),
+            "LoRA) is not implemented yet",
+        ),
+    ] {
+        let p = dir.path().join("bad.yaml");
+        std::fs::write(&p, edit).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_training"))
+            .arg("jsft")
+            .arg("--config")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
