@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # The project's test command (README and CI): fetch the real model, then run every
-# test of the workspace in release mode (candle is ~150x slower in debug builds).
+# test of the workspace in release mode (candle is ~150x slower in debug builds), and
+# print the totals on the last line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/fetch-smollm2.sh >/dev/null
-cargo test --release --workspace "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+echo "${passed} passed, ${failed} failed"
+exit "$status"
