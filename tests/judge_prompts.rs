@@ -4,30 +4,13 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
-use common::smollm2_path;
+use common::{judge_config, smollm2};
 use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Order, PromptBuilder};
-use self_judge::model::{LoadOptions, LoadedModel};
 use self_judge::tokenizer::{ChatMessage, ChatTemplate};
-
-fn model() -> &'static LoadedModel {
-    static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| LoadedModel::load(&smollm2_path(), &LoadOptions::default()).unwrap())
-}
-
-fn config(name: &str) -> JudgeConfig {
-    JudgeConfig::from_file(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("configs")
-            .join(name),
-    )
-    .unwrap()
-}
 
 /// A builder with the config's own chat template and a `</s>` EOS, as in the seed.
 fn seed_builder(cfg: &JudgeConfig, max_length: usize) -> PromptBuilder {
-    let mut tok = model().tokenizer.clone();
+    let mut tok = smollm2().tokenizer.clone();
     tok.eos_token = Some("</s>".into());
     tok.bos_token = Some("<s>".into());
     PromptBuilder::new(
@@ -48,7 +31,7 @@ fn hh_user(c: &str, a: &str, b: &str) -> String {
 
 #[test]
 fn hh_prompt_both_orders_is_golden() {
-    let cfg = config("hh_self_judge.yaml");
+    let cfg = judge_config("hh_self_judge.yaml");
     let b = seed_builder(&cfg, 2048);
     let p = &cfg.template.principles[0];
     let (c, x, y) = (
@@ -72,7 +55,7 @@ fn hh_prompt_both_orders_is_golden() {
 #[test]
 fn seed_templates_equal_render_then_strip_eos() {
     for name in ["hh_self_judge.yaml", "uf_self_judge_pr.yaml"] {
-        let cfg = config(name);
+        let cfg = judge_config(name);
         let b = seed_builder(&cfg, 2048);
         let chat = ChatTemplate::new(cfg.chat_template.as_deref().unwrap()).unwrap();
         for p in &cfg.template.principles {
@@ -99,7 +82,7 @@ fn seed_templates_equal_render_then_strip_eos() {
 
 #[test]
 fn uf_rationale_cue_is_assistant_plus_decision() {
-    let cfg = config("uf_self_judge_pr.yaml");
+    let cfg = judge_config("uf_self_judge_pr.yaml");
     assert_eq!(
         cfg.template.names(),
         [
@@ -121,8 +104,8 @@ fn uf_rationale_cue_is_assistant_plus_decision() {
 #[test]
 fn chatml_prompt_ends_right_after_the_cue() {
     let judge = Judge::new(
-        model(),
-        &config("smollm2_hh_judge.yaml"),
+        smollm2(),
+        &judge_config("smollm2_hh_judge.yaml"),
         &JudgeOptions::default(),
     )
     .unwrap();
@@ -140,8 +123,8 @@ fn chatml_prompt_ends_right_after_the_cue() {
 #[test]
 fn left_truncation_keeps_the_end() {
     let judge = Judge::new(
-        model(),
-        &config("smollm2_hh_judge.yaml"),
+        smollm2(),
+        &judge_config("smollm2_hh_judge.yaml"),
         &JudgeOptions {
             max_length: Some(40),
             ..Default::default()
@@ -150,7 +133,7 @@ fn left_truncation_keeps_the_end() {
     .unwrap();
     let long_context = "word ".repeat(300);
     let p = &judge.template.principles[0];
-    let full = model()
+    let full = smollm2()
         .tokenizer
         .encode(
             &judge

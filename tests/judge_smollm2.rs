@@ -4,27 +4,10 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
-use common::{fixture, smollm2_path};
+use common::{fixture, judge_config, smollm2};
 use self_judge::engine::DirectScorer;
-use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Order, Pair, Side};
-use self_judge::model::{LoadOptions, LoadedModel};
+use self_judge::judge::{Judge, JudgeOptions, Order, Pair, Side};
 use serde_json::Value;
-
-fn model() -> &'static LoadedModel {
-    static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| LoadedModel::load(&smollm2_path(), &LoadOptions::default()).unwrap())
-}
-
-fn config(name: &str) -> JudgeConfig {
-    JudgeConfig::from_file(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("configs")
-            .join(name),
-    )
-    .unwrap()
-}
 
 /// Our demo config carrying the same judge template as the reference's seed config.
 fn demo_for(seed_config: &str) -> &'static str {
@@ -44,8 +27,8 @@ fn prompts_and_probabilities_match_transformers() {
     let mut checked = 0;
     for case in r["cases"].as_array().unwrap() {
         let judge = Judge::new(
-            model(),
-            &config(demo_for(case["config"].as_str().unwrap())),
+            smollm2(),
+            &judge_config(demo_for(case["config"].as_str().unwrap())),
             &JudgeOptions::default(),
         )
         .unwrap();
@@ -62,7 +45,7 @@ fn prompts_and_probabilities_match_transformers() {
             response_b: case["response_b"].as_str().unwrap().into(),
         };
         let scorer = DirectScorer {
-            decoder: &model().decoder,
+            decoder: &smollm2().decoder,
             token_ids: judge.token_ids,
             max_batch_tokens: 4096,
         };
@@ -110,8 +93,8 @@ fn prompts_and_probabilities_match_transformers() {
 #[test]
 fn packed_judging_equals_one_pair_at_a_time() {
     let judge = Judge::new(
-        model(),
-        &config("smollm2_uf_pr_judge.yaml"),
+        smollm2(),
+        &judge_config("smollm2_uf_pr_judge.yaml"),
         &JudgeOptions::default(),
     )
     .unwrap();
@@ -123,12 +106,12 @@ fn packed_judging_equals_one_pair_at_a_time() {
         })
         .collect();
     let packed = DirectScorer {
-        decoder: &model().decoder,
+        decoder: &smollm2().decoder,
         token_ids: judge.token_ids,
         max_batch_tokens: 1 << 20,
     };
     let tiny = DirectScorer {
-        decoder: &model().decoder,
+        decoder: &smollm2().decoder,
         token_ids: judge.token_ids,
         max_batch_tokens: 1,
     };
@@ -144,13 +127,13 @@ fn packed_judging_equals_one_pair_at_a_time() {
 
 #[test]
 fn seed_token_ids_are_refused_for_this_tokenizer_unless_forced() {
-    let cfg = config("hh_self_judge.yaml");
-    let e = Judge::new(model(), &cfg, &JudgeOptions::default())
+    let cfg = judge_config("hh_self_judge.yaml");
+    let e = Judge::new(smollm2(), &cfg, &JudgeOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("(319, 350)") && e.contains("(330, 389)"), "{e}");
     let forced = Judge::new(
-        model(),
+        smollm2(),
         &cfg,
         &JudgeOptions {
             force_token_ids: true,
@@ -164,8 +147,8 @@ fn seed_token_ids_are_refused_for_this_tokenizer_unless_forced() {
 #[test]
 fn unknown_principle_is_refused() {
     let e = Judge::new(
-        model(),
-        &config("smollm2_uf_pr_judge.yaml"),
+        smollm2(),
+        &judge_config("smollm2_uf_pr_judge.yaml"),
         &JudgeOptions {
             principles: Some(vec!["honesty".into(), "wit".into()]),
             ..Default::default()
@@ -179,13 +162,13 @@ fn unknown_principle_is_refused() {
 #[test]
 fn a_clearly_better_answer_wins_with_position_bias_cancelled() {
     let judge = Judge::new(
-        model(),
-        &config("smollm2_hh_judge.yaml"),
+        smollm2(),
+        &judge_config("smollm2_hh_judge.yaml"),
         &JudgeOptions::default(),
     )
     .unwrap();
     let scorer = DirectScorer {
-        decoder: &model().decoder,
+        decoder: &smollm2().decoder,
         token_ids: judge.token_ids,
         max_batch_tokens: 8192,
     };

@@ -5,18 +5,12 @@
 mod common;
 
 use std::process::Command;
-use std::sync::OnceLock;
 
-use common::{fixture, max_abs_diff, smollm2_path};
+use common::{fixture, max_abs_diff, smollm2, smollm2_path};
 use self_judge::engine::{generate, FinishReason, GenerationRequest, SamplingParams};
 use self_judge::model::{LoadOptions, LoadedModel};
 use self_judge::tokenizer::ChatMessage;
 use serde_json::Value;
-
-fn model() -> &'static LoadedModel {
-    static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| LoadedModel::load(&smollm2_path(), &LoadOptions::default()).unwrap())
-}
 
 fn reference() -> Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("smollm2/reference.json")).unwrap())
@@ -29,27 +23,27 @@ fn tokenizer_matches_reference_ids() {
     for p in r["prompts"].as_array().unwrap() {
         let text = p["text"].as_str().unwrap();
         let want: Vec<u32> = serde_json::from_value(p["ids"].clone()).unwrap();
-        let got = model().tokenizer.encode(text, true).unwrap();
+        let got = smollm2().tokenizer.encode(text, true).unwrap();
         if text.contains("12345") {
             // transformers' GGUF loader omits SmolLM2's digit splitting; the real
             // SmolLM2 tokenizer (and ours) splits every digit.
             let digits: Vec<String> = got
                 .iter()
-                .map(|&i| model().tokenizer.decode(&[i], false).unwrap())
+                .map(|&i| smollm2().tokenizer.decode(&[i], false).unwrap())
                 .filter(|t| t.trim().chars().all(|c| c.is_ascii_digit()) && !t.trim().is_empty())
                 .collect();
             assert_eq!(digits, ["1", "2", "3", "4", "5"].map(String::from));
             continue;
         }
         assert_eq!(got, want, "ids of {text:?}");
-        assert_eq!(model().tokenizer.decode(&got, false).unwrap(), text);
+        assert_eq!(smollm2().tokenizer.decode(&got, false).unwrap(), text);
     }
 }
 
 #[test]
 fn chat_template_matches_transformers() {
     let r = reference();
-    let m = model();
+    let m = smollm2();
     let got = m
         .chat_template()
         .unwrap()
@@ -72,7 +66,7 @@ fn last_logits_match_transformers_within_1e3() {
         .map(|p| serde_json::from_value(p["ids"].clone()).unwrap())
         .collect();
     // One packed batch of all four prompts (18 to 198 tokens).
-    let got: Vec<Vec<f32>> = model()
+    let got: Vec<Vec<f32>> = smollm2()
         .decoder
         .last_logits(&ids)
         .unwrap()
@@ -129,7 +123,7 @@ fn quantized_weights_stay_close_to_reference() {
 }
 
 fn chat_ids(text: &str) -> Vec<u32> {
-    let m = model();
+    let m = smollm2();
     let rendered = m
         .chat_template()
         .unwrap()
@@ -145,7 +139,7 @@ fn run(prompt: Vec<u32>, params: SamplingParams, n: usize) -> Vec<self_judge::en
         params,
         n,
     };
-    generate(model(), &[req]).unwrap().remove(0)
+    generate(smollm2(), &[req]).unwrap().remove(0)
 }
 
 #[test]
@@ -235,7 +229,7 @@ fn prompt_errors_are_clear() {
         params: params.clone(),
         n: 1,
     };
-    let e = generate(model(), &[empty]).unwrap_err().to_string();
+    let e = generate(smollm2(), &[empty]).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
     let long = GenerationRequest {
         request: 0,
@@ -243,7 +237,7 @@ fn prompt_errors_are_clear() {
         params,
         n: 1,
     };
-    let e = generate(model(), &[long]).unwrap_err().to_string();
+    let e = generate(smollm2(), &[long]).unwrap_err().to_string();
     assert!(e.contains("9000 tokens") && e.contains("8192"), "{e}");
 }
 

@@ -171,3 +171,25 @@ pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value) {
         _ => assert_eq!(a, b),
     }
 }
+
+/// The SmolLM2 model (f32, dequantized), loaded once per test binary.
+pub fn smollm2() -> &'static self_judge::model::LoadedModel {
+    static M: std::sync::OnceLock<self_judge::model::LoadedModel> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        self_judge::model::LoadedModel::load(
+            &smollm2_path(),
+            &self_judge::model::LoadOptions::default(),
+        )
+        .unwrap()
+    })
+}
+
+/// A judge config from `configs/`.
+pub fn judge_config(name: &str) -> self_judge::judge::JudgeConfig {
+    self_judge::judge::JudgeConfig::from_file(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("configs")
+            .join(name),
+    )
+    .unwrap()
+}
