@@ -1,7 +1,9 @@
-"""Synthetic checkable preference task for JSFT tests: "What is a + b?" with the correct
-sum as the chosen answer and a wrong sum as the rejected one (HH-RLHF format), plus
-held-out judge pairs whose wrong answers never appear in training, in both positions.
-Pure Python, deterministic: python3 scripts/synthetic_arith.py OUT_DIR"""
+"""Synthetic checkable preference task for JSFT: "What is a + b?" (a, b in 0..4) with the
+correct sum as the chosen answer and a wrong single-digit sum as the rejected one
+(HH-RLHF format). Each question gets 7 wrong answers for training; the 2 other wrong
+answers, never seen in training, make the held-out judge pairs (correct answer in a
+random position). The oracle label is `correct`.
+Pure Python, deterministic: python3 scripts/synthetic_arith.py [OUT_DIR]"""
 import json
 import random
 import sys
@@ -11,22 +13,22 @@ out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/synthetic")
 out.mkdir(parents=True, exist_ok=True)
 rng = random.Random(7)
 train, heldout = [], []
-for a in range(10):
-    for b in range(10):
+for a in range(5):
+    for b in range(5):
         s = a + b
-        wrong = [w for w in range(0, 19) if w != s]
+        wrong = [w for w in range(10) if w != s]
         rng.shuffle(wrong)
         q = f"What is {a} + {b}?"
-        for w in wrong[:4]:
+        for w in wrong[:7]:
             train.append({"chosen": f"\n\nHuman: {q}\n\nAssistant: {s}", "rejected": f"\n\nHuman: {q}\n\nAssistant: {w}"})
-        w = wrong[4]
-        good_first = rng.random() < 0.5
-        heldout.append({
-            "context": f"User: {q}",
-            "response_a": str(s) if good_first else str(w),
-            "response_b": str(w) if good_first else str(s),
-            "correct": "a" if good_first else "b",
-        })
+        for w in wrong[7:9]:
+            good_first = rng.random() < 0.5
+            heldout.append({
+                "context": f"User: {q}",
+                "response_a": str(s) if good_first else str(w),
+                "response_b": str(w) if good_first else str(s),
+                "correct": "a" if good_first else "b",
+            })
 rng.shuffle(train)
 (out / "arith_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
 (out / "arith_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in heldout))

@@ -46,8 +46,8 @@ fn init(out: &Path) {
 fn config(dir: &Path, steps: usize) -> PathBuf {
     let text = std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_jsft.yaml"))
         .unwrap()
-        .replace("max_steps: 600", &format!("max_steps: {steps}"))
-        .replace("logging_steps: 50", "logging_steps: 10")
+        .replace("max_steps: 2000", &format!("max_steps: {steps}"))
+        .replace("logging_steps: 200", "logging_steps: 10")
         .replace("\"target/arith-jsft\"", &format!("{:?}", dir.join("out")))
         .replace("\"target/arith-init\"", &format!("{:?}", dir.join("init")))
         .replace(
@@ -76,7 +76,7 @@ fn jsft_binary_trains_and_writes_a_servable_checkpoint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("400 rows -> 400 SFT + 800 judgment examples; skipped 0"),
+        err.contains("175 rows -> 175 SFT + 350 judgment examples; skipped 0"),
         "{err}"
     );
     assert!(
@@ -95,10 +95,9 @@ fn jsft_binary_trains_and_writes_a_servable_checkpoint() {
             assert!(l[k].as_f64().is_some_and(f64::is_finite), "{k} in {l}");
         }
     }
-    assert!(
-        logs[3]["loss"].as_f64().unwrap() < 0.7 * logs[0]["loss"].as_f64().unwrap(),
-        "{logs:?}"
-    );
+    // The loss falls at every logging step.
+    let losses: Vec<f64> = logs.iter().map(|l| l["loss"].as_f64().unwrap()).collect();
+    assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
     // The engine loads it and its chat template is the config's.
     let m = LoadedModel::load(&dir.path().join("out"), &LoadOptions::default()).unwrap();
     assert!(m.chat_template().unwrap().source().contains("<|im_start|>"));
