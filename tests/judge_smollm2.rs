@@ -160,7 +160,7 @@ fn unknown_principle_is_refused() {
 }
 
 #[test]
-fn a_clearly_better_answer_wins_with_position_bias_cancelled() {
+fn identical_responses_tie_and_the_tie_goes_to_b() {
     let judge = Judge::new(
         smollm2(),
         &judge_config("smollm2_hh_judge.yaml"),

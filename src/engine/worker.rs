@@ -81,15 +81,6 @@ impl EngineHandle {
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
-
-    /// Blocking variant of [`EngineHandle::judge`] for synchronous callers.
-    pub fn judge_blocking(&self, prompts: Vec<Vec<u32>>) -> Result<Vec<OrderProbs>, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Judge { prompts, reply })
-            .map_err(|_| EngineError::Stopped)?;
-        rx.blocking_recv().map_err(|_| EngineError::Stopped)?
-    }
 }
 
 /// Starts the engine thread. It stops when every handle is dropped.

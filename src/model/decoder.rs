@@ -278,50 +278,6 @@ impl Decoder {
         }
     }
 
-    /// Every dense tensor with its HF name (quantized weights are skipped): what a
-    /// trainer optimises and what a checkpoint writer saves.
-    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        use super::linear::LinearWeight;
-        let mut out = vec![(
-            "model.embed_tokens.weight".to_string(),
-            self.embed_tokens.clone(),
-        )];
-        let mut lin = |name: String, l: &Linear| {
-            if let LinearWeight::Dense(w) = &l.weight {
-                out.push((format!("{name}.weight"), w.clone()));
-            }
-            if let Some(b) = &l.bias {
-                out.push((format!("{name}.bias"), b.clone()));
-            }
-        };
-        for (i, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            lin(format!("{p}.self_attn.q_proj"), &layer.q_proj);
-            lin(format!("{p}.self_attn.k_proj"), &layer.k_proj);
-            lin(format!("{p}.self_attn.v_proj"), &layer.v_proj);
-            lin(format!("{p}.self_attn.o_proj"), &layer.o_proj);
-            lin(format!("{p}.mlp.gate_proj"), &layer.gate_proj);
-            lin(format!("{p}.mlp.up_proj"), &layer.up_proj);
-            lin(format!("{p}.mlp.down_proj"), &layer.down_proj);
-        }
-        if !self.cfg.tie_word_embeddings {
-            lin("lm_head".to_string(), &self.lm_head);
-        }
-        for (i, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            out.push((
-                format!("{p}.input_layernorm.weight"),
-                layer.input_layernorm.clone(),
-            ));
-            out.push((
-                format!("{p}.post_attention_layernorm.weight"),
-                layer.post_attention_layernorm.clone(),
-            ));
-        }
-        out.push(("model.norm.weight".to_string(), self.norm.clone()));
-        out
-    }
-
     /// Convenience: last-position logits of each sequence, `[n, vocab]`.
     pub fn last_logits<S: AsRef<[u32]>>(&self, seqs: &[S]) -> Result<Tensor> {
         self.forward(&PackedBatch::new(seqs)?, None, Output::LastLogits)

@@ -31,11 +31,6 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Cached keys and values of `layer`.
-    pub fn layer(&self, layer: usize) -> Option<&(Tensor, Tensor)> {
-        self.layers.get(layer).and_then(Option::as_ref)
-    }
-
     /// Appends `k`, `v` (`[n, kv_heads, head_dim]`) to `layer` and returns the full
     /// keys and values. The length advances once the last layer has been appended.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {

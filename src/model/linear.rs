@@ -50,15 +50,6 @@ impl Linear {
         }
     }
 
-    /// Output features.
-    pub fn out_features(&self) -> usize {
-        match &self.weight {
-            LinearWeight::Dense(w) => w.dims()[0],
-            LinearWeight::Quantized(QMatMul::QTensor(q)) => q.shape().dims()[0],
-            LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => w.dims()[0],
-        }
-    }
-
     /// Applies the projection to `[T, in]` (or any leading dims).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut y = match &self.weight {

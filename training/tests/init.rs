@@ -1,34 +1,18 @@
 //! `training init` writes a checkpoint the server's loader accepts, deterministically.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use self_judge::model::{LoadOptions, LoadedModel};
 
 fn init(out: &Path, extra: &[&str]) -> std::process::Output {
-    let tok =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-chat/tokenizer.json");
-    Command::new(env!("CARGO_BIN_EXE_training"))
-        .args([
-            "init",
-            "--hidden",
-            "32",
-            "--layers",
-            "2",
-            "--heads",
-            "4",
-            "--kv-heads",
-            "2",
-            "--seed",
-            "5",
-            "--tokenizer",
-        ])
-        .arg(tok)
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .unwrap()
+    let args: Vec<&str> = ["--seed", "5"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    common::init(out, 32, &args)
 }
 
 #[test]
@@ -63,10 +47,7 @@ fn init_refuses_bad_shapes_and_unknown_eos() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_training"))
         .args(["init", "--hidden", "30", "--heads", "4", "--tokenizer"])
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../tests/fixtures/tiny-chat/tokenizer.json"),
-        )
+        .arg(common::root().join("tests/fixtures/tiny-chat/tokenizer.json"))
         .arg("--out")
         .arg(dir.path().join("x"))
         .output()

@@ -2,6 +2,8 @@
 //! trainer state has HF's log fields, and the saved checkpoint gives the engine the
 //! same logits the model had at the end of training.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,52 +16,14 @@ use training::data::jsft::{BuildStats, JsftBuilder};
 use training::jsft::{read_jsonl, train};
 use training::model::TrainModel;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::arith_config;
 
 fn init(out: &Path) {
-    let ok = Command::new(env!("CARGO_BIN_EXE_training"))
-        .args([
-            "init",
-            "--hidden",
-            "32",
-            "--layers",
-            "2",
-            "--heads",
-            "4",
-            "--kv-heads",
-            "2",
-            "--max-positions",
-            "256",
-            "--tokenizer",
-        ])
-        .arg(root().join("tests/fixtures/tiny-chat/tokenizer.json"))
-        .arg("--out")
-        .arg(out)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    assert!(common::init(out, 32, &[]).status.success());
 }
 
 fn config(dir: &Path, steps: usize) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_jsft.yaml"))
-        .unwrap()
-        .replace("max_steps: 2000", &format!("max_steps: {steps}"))
-        .replace("logging_steps: 200", "logging_steps: 10")
-        .replace("\"target/arith-jsft\"", &format!("{:?}", dir.join("out")))
-        .replace("\"target/arith-init\"", &format!("{:?}", dir.join("init")))
-        .replace(
-            "\"tests/fixtures/synthetic/arith_train.jsonl\"",
-            &format!(
-                "{:?}",
-                root().join("tests/fixtures/synthetic/arith_train.jsonl")
-            ),
-        );
-    let p = dir.join("jsft.yaml");
-    std::fs::write(&p, text).unwrap();
-    p
+    arith_config(dir, Some(steps))
 }
 
 #[test]

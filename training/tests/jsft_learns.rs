@@ -4,59 +4,23 @@
 //! orders, and must pick the correct answer at least 90% of the time — measured by the
 //! task's own oracle labels.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
 use self_judge::engine::scorer::CachedScorer;
 use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
 use self_judge::model::{LoadOptions, LoadedModel};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{arith_config, root};
 
 #[test]
 fn jsft_judge_reaches_90_percent_on_held_out_pairs() {
     let dir = tempfile::tempdir().unwrap();
-    let init = dir.path().join("init");
-    let ok = Command::new(env!("CARGO_BIN_EXE_training"))
-        .args([
-            "init",
-            "--hidden",
-            "64",
-            "--layers",
-            "2",
-            "--heads",
-            "4",
-            "--kv-heads",
-            "2",
-            "--max-positions",
-            "256",
-            "--tokenizer",
-        ])
-        .arg(root().join("tests/fixtures/tiny-chat/tokenizer.json"))
-        .arg("--out")
-        .arg(&init)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let cfg_text = std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_jsft.yaml"))
-        .unwrap()
-        .replace(
-            "\"target/arith-jsft\"",
-            &format!("{:?}", dir.path().join("out")),
-        )
-        .replace("\"target/arith-init\"", &format!("{init:?}"))
-        .replace(
-            "\"tests/fixtures/synthetic/arith_train.jsonl\"",
-            &format!(
-                "{:?}",
-                root().join("tests/fixtures/synthetic/arith_train.jsonl")
-            ),
-        );
-    let cfg = dir.path().join("jsft.yaml");
-    std::fs::write(&cfg, &cfg_text).unwrap();
+    assert!(common::init(&dir.path().join("init"), 64, &[])
+        .status
+        .success());
+    let cfg = arith_config(dir.path(), None);
     let out = Command::new(env!("CARGO_BIN_EXE_training"))
         .arg("jsft")
         .arg("--config")

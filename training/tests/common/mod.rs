@@ -1,0 +1,59 @@
+//! Helpers shared by the training integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `training init` of a tiny 2-layer model over the tiny-chat tokenizer; returns the
+/// command output (the caller checks success or the error).
+pub fn init(out: &Path, hidden: usize, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_training"))
+        .args([
+            "init",
+            "--hidden",
+            &hidden.to_string(),
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+        ])
+        .args(["--max-positions", "256", "--tokenizer"])
+        .arg(root().join("tests/fixtures/tiny-chat/tokenizer.json"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Writes `dir/jsft.yaml`: the synthetic arithmetic config with output `dir/out`, model
+/// `dir/init`, the committed training data, and `steps` optimizer steps logged every
+/// 10 steps (or the config's own schedule with `None`).
+pub fn arith_config(dir: &Path, steps: Option<usize>) -> PathBuf {
+    let mut text = std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_jsft.yaml"))
+        .unwrap()
+        .replace("\"target/arith-jsft\"", &format!("{:?}", dir.join("out")))
+        .replace("\"target/arith-init\"", &format!("{:?}", dir.join("init")))
+        .replace(
+            "\"tests/fixtures/synthetic/arith_train.jsonl\"",
+            &format!(
+                "{:?}",
+                root().join("tests/fixtures/synthetic/arith_train.jsonl")
+            ),
+        );
+    if let Some(steps) = steps {
+        text = text
+            .replace("max_steps: 2000", &format!("max_steps: {steps}"))
+            .replace("logging_steps: 200", "logging_steps: 10");
+    }
+    let p = dir.join("jsft.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
