@@ -1,11 +1,13 @@
 //! Linear projections over dense or GGUF-quantized weights, with an optional LoRA
 //! adapter so that training can reuse the inference decoder unchanged.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::Result;
 
@@ -27,9 +29,43 @@ pub struct Lora {
     /// `[out, r]`.
     pub b: Tensor,
     pub scale: f64,
-    pub dropout: f32,
     pub enabled: Arc<AtomicBool>,
+    pub dropout: Option<LoraDropout>,
+}
+
+/// Dropout on the adapter's input while training. Masks come from a counter-based seeded
+/// generator (not candle's thread RNG) so that a resumed run draws the same masks as an
+/// uninterrupted one: the counter is part of the saved training state.
+#[derive(Debug, Clone)]
+pub struct LoraDropout {
+    pub p: f32,
+    pub seed: u64,
+    /// Masks drawn so far, shared by all adapters of a model.
+    pub counter: Arc<AtomicU64>,
+    /// Dropout applies only while this is set (training), never at inference.
     pub training: Arc<AtomicBool>,
+}
+
+impl LoraDropout {
+    fn apply(&self, xs: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 || !self.training.load(Ordering::Relaxed) {
+            return Ok(xs.clone());
+        }
+        let k = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mut rng = StdRng::seed_from_u64(self.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..xs.elem_count())
+            .map(|_| {
+                if rng.random::<f32>() < self.p {
+                    0.0
+                } else {
+                    keep
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+        Ok(xs.mul(&mask)?)
+    }
 }
 
 /// `y = x Wᵀ + b (+ LoRA)`.
@@ -69,10 +105,9 @@ impl Linear {
         }
         if let Some(l) = &self.lora {
             if l.enabled.load(Ordering::Relaxed) {
-                let x = if l.dropout > 0.0 && l.training.load(Ordering::Relaxed) {
-                    candle_nn::ops::dropout(xs, l.dropout)?
-                } else {
-                    xs.clone()
+                let x = match &l.dropout {
+                    Some(d) => d.apply(xs)?,
+                    None => xs.clone(),
                 };
                 let low = x.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
                 y = (y + (low * l.scale)?)?;

@@ -22,35 +22,11 @@ pub struct Checkpoint<'a> {
 impl Checkpoint<'_> {
     /// Writes the checkpoint to `dir` atomically (replacing an older one).
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-        let name = dir
-            .file_name()
-            .context("checkpoint path has no final component")?
-            .to_string_lossy();
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
-        std::fs::create_dir_all(&tmp)?;
-        self.write_into(&tmp)
-            .with_context(|| format!("writing checkpoint to {}", tmp.display()))?;
-        if dir.exists() {
-            let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-            std::fs::rename(dir, &old)?;
-            std::fs::rename(&tmp, dir)?;
-            std::fs::remove_dir_all(&old)?;
-        } else {
-            std::fs::rename(&tmp, dir)?;
-        }
-        Ok(())
+        atomic_dir(dir, |tmp| self.write_into(tmp))
     }
 
-    fn write_into(&self, dir: &Path) -> anyhow::Result<()> {
+    /// Writes the checkpoint files into an existing folder.
+    pub fn write_into(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::write(
             dir.join("config.json"),
             serde_json::to_string_pretty(&self.config.to_hf_json())?,
@@ -87,4 +63,36 @@ impl Checkpoint<'_> {
         )?;
         Ok(())
     }
+}
+
+/// Fills a temporary sibling of `dir` with `fill` and renames it to `dir` (replacing an
+/// older one), so a kill leaves either the old folder or the complete new one.
+pub fn atomic_dir(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = dir
+        .file_name()
+        .context("checkpoint path has no final component")?
+        .to_string_lossy();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp)?;
+    fill(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    if dir.exists() {
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        std::fs::rename(dir, &old)?;
+        std::fs::rename(&tmp, dir)?;
+        std::fs::remove_dir_all(&old)?;
+    } else {
+        std::fs::rename(&tmp, dir)?;
+    }
+    Ok(())
 }

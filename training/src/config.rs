@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 
+use crate::lora::LoraSpec;
+
 /// Keys accepted for compatibility and ignored (with a warning).
 const IGNORED: &[&str] = &[
     "training_args.report_to",
@@ -56,7 +58,48 @@ pub struct TrainConfig {
     pub skip_first_token: bool,
     pub user_marker: String,
     pub assistant_marker: String,
+    /// `peft_config`: train LoRA adapters instead of every weight.
+    pub lora: Option<LoraSpec>,
     pub warnings: Vec<String>,
+}
+
+/// Reads `peft_config` as PEFT's `LoraConfig` (defaults r 8, alpha 8, dropout 0).
+fn peft(p: &Mapping) -> anyhow::Result<LoraSpec> {
+    let s = "peft_config";
+    if let Some(b) = string(p, s, "bias")? {
+        anyhow::ensure!(
+            b == "none",
+            "`peft_config.bias` must be \"none\", got {b:?}"
+        );
+    }
+    if let Some(t) = string(p, s, "task_type")? {
+        anyhow::ensure!(
+            t == "CAUSAL_LM",
+            "`peft_config.task_type` must be CAUSAL_LM, got {t:?}"
+        );
+    }
+    let target_modules = match p.get("target_modules") {
+        None | Some(Value::Null) => LoraSpec::default_targets(),
+        Some(Value::String(m)) => vec![m.clone()],
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    anyhow::anyhow!("`peft_config.target_modules` must be a list of strings")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        Some(other) => {
+            anyhow::bail!("`peft_config.target_modules` must be a list of strings, got {other:?}")
+        }
+    };
+    LoraSpec {
+        r: int(p, s, "r")?.unwrap_or(8),
+        alpha: num(p, s, "lora_alpha")?.unwrap_or(8.0),
+        dropout: num(p, s, "lora_dropout")?.unwrap_or(0.0),
+        target_modules,
+    }
+    .validate()
 }
 
 struct Reader<'a> {
@@ -223,23 +266,21 @@ impl TrainConfig {
             None => 2048,
         };
         anyhow::ensure!(max_length >= 2, "`jsft_args.max_length` must be >= 2");
-        if root.contains_key("peft_config") {
-            r.section(
-                root,
-                "peft_config",
-                &[
-                    "r",
-                    "lora_alpha",
-                    "lora_dropout",
-                    "target_modules",
-                    "bias",
-                    "task_type",
-                ],
-            )?;
-            anyhow::bail!(
-                "`peft_config` (LoRA) is not implemented yet; remove it to fine-tune all weights"
-            );
-        }
+        let lora = match r.section(
+            root,
+            "peft_config",
+            &[
+                "r",
+                "lora_alpha",
+                "lora_dropout",
+                "target_modules",
+                "bias",
+                "task_type",
+            ],
+        )? {
+            None => None,
+            Some(p) => Some(peft(p)?),
+        };
         let model = r
             .section(root, "model", &["pretrained_model_name_or_path"])?
             .ok_or_else(|| anyhow::anyhow!("`model` is missing"))?;
@@ -286,6 +327,7 @@ impl TrainConfig {
                 .ok_or_else(|| anyhow::anyhow!("`templates.user` is missing"))?,
             assistant_marker: string(templates, t, "assistant")?
                 .ok_or_else(|| anyhow::anyhow!("`templates.assistant` is missing"))?,
+            lora,
             warnings,
         })
     }

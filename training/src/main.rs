@@ -18,10 +18,16 @@ struct Cli {
 enum Command {
     /// Write a tiny randomly initialised HF checkpoint (tests, demos).
     Init(training::init::InitArgs),
-    /// Judge-augmented supervised fine-tuning (SPEC §4) on HH-format data, all weights.
+    /// Judge-augmented supervised fine-tuning (SPEC §4): all weights, or LoRA with `peft_config`.
     Jsft {
         #[arg(long)]
         config: std::path::PathBuf,
+        /// Continue from the newest checkpoint-<step> folder in output_dir.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many optimizer steps (a checkpoint is saved; continue with --resume).
+        #[arg(long)]
+        stop_after: Option<usize>,
     },
     /// Self-training by on-policy judgment, DPO on self-judged pairs (SPEC §5). Not implemented yet.
     SelfJudge {
@@ -33,7 +39,11 @@ enum Command {
 fn main() {
     let result = match Cli::parse().command {
         Command::Init(a) => training::init::run(a),
-        Command::Jsft { config } => training::jsft::run(&config),
+        Command::Jsft {
+            config,
+            resume,
+            stop_after,
+        } => training::jsft::run(&config, &training::jsft::RunOptions { resume, stop_after }),
         Command::SelfJudge { .. } => Err(anyhow::anyhow!(
             "`training self-judge` is not implemented yet in this build"
         )),

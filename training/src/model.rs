@@ -13,9 +13,14 @@ use self_judge::model::weights::{SafetensorsSource, WeightSource};
 use self_judge::model::{Decoder, ModelConfig, OpsMode};
 use self_judge::tokenizer::TextTokenizer;
 
-/// Wraps another source and turns each tensor into a `Var`, remembering it by name.
+use crate::lora::{Adapters, LoraSpec};
+
+/// Wraps another source and remembers each tensor by name, as a `Var` when the base
+/// weights are trained (full fine-tuning) or as a frozen tensor under LoRA.
 struct VarSource<'a> {
     inner: &'a mut dyn WeightSource,
+    trainable: bool,
+    weights: Vec<(String, Tensor)>,
     vars: Vec<(String, Var)>,
 }
 
@@ -26,9 +31,14 @@ impl WeightSource for VarSource<'_> {
 
     fn tensor(&mut self, name: &str, shape: &[usize]) -> self_judge::model::Result<Tensor> {
         let t = self.inner.tensor(name, shape)?.to_dtype(DType::F32)?;
-        let v = Var::from_tensor(&t)?;
-        let out = v.as_tensor().clone();
-        self.vars.push((name.to_string(), v));
+        let out = if self.trainable {
+            let v = Var::from_tensor(&t)?;
+            self.vars.push((name.to_string(), v.clone()));
+            v.as_tensor().clone()
+        } else {
+            t
+        };
+        self.weights.push((name.to_string(), out.clone()));
         Ok(out)
     }
 
@@ -49,11 +59,16 @@ impl WeightSource for VarSource<'_> {
     }
 }
 
-/// A decoder whose weights are trainable variables.
+/// A decoder whose weights (full fine-tuning) or LoRA adapters are trainable variables.
 pub struct TrainModel {
     pub decoder: Decoder,
-    /// Every weight by HF name, in load order (tied embeddings appear once).
+    /// The trainable variables: every weight by HF name in load order (tied embeddings
+    /// appear once), or the adapters' A/B matrices by PEFT key under LoRA.
     pub vars: Vec<(String, Var)>,
+    /// Every base weight by HF name (shares storage with `vars` under full fine-tuning).
+    pub base: Vec<(String, Tensor)>,
+    /// The adapters when training LoRA.
+    pub lora: Option<Adapters>,
     pub tokenizer: TextTokenizer,
     /// The checkpoint's chat template, if any.
     pub chat_template: Option<String>,
@@ -62,7 +77,7 @@ pub struct TrainModel {
 impl TrainModel {
     /// Loads a HF directory (f32/bf16/f16 weights, kept in f32) or a GGUF file
     /// (dequantized) as trainable f32 weights on the CPU.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
+    pub fn load(path: &Path, lora: Option<(&LoraSpec, u64)>) -> anyhow::Result<Self> {
         let dev = Device::Cpu;
         if path.is_dir() {
             let text = std::fs::read_to_string(path.join("config.json"))
@@ -70,43 +85,76 @@ impl TrainModel {
             let cfg = ModelConfig::from_hf_json(&text)?;
             let mut st = SafetensorsSource::open(path, DType::F32, &dev)?;
             let (tokenizer, chat_template) = TextTokenizer::from_hf_dir(path, &cfg.eos_token_ids)?;
-            Self::build(&cfg, &mut st, tokenizer, chat_template)
+            Self::build(&cfg, &mut st, tokenizer, chat_template, lora)
         } else {
             let file = GgufFile::open(path)?;
             let cfg = file.config()?;
             let (tokenizer, chat_template) = self_judge::tokenizer::gguf::from_gguf(&file)?;
             let mut src = file.source(&cfg, false, DType::F32, &dev);
-            Self::build(&cfg, &mut src, tokenizer, chat_template)
+            Self::build(&cfg, &mut src, tokenizer, chat_template, lora)
         }
     }
 
-    /// Builds the trainable decoder from any weight source.
+    /// Builds the trainable decoder from any weight source; with `lora` = (spec, seed)
+    /// the base weights are frozen and fresh adapters are attached.
     pub fn build(
         cfg: &ModelConfig,
         src: &mut dyn WeightSource,
         tokenizer: TextTokenizer,
         chat_template: Option<String>,
+        lora: Option<(&LoraSpec, u64)>,
     ) -> anyhow::Result<Self> {
         let mut vs = VarSource {
             inner: src,
+            trainable: lora.is_none(),
+            weights: Vec::new(),
             vars: Vec::new(),
         };
         let mut decoder = Decoder::load(cfg, &mut vs, DType::F32, &Device::Cpu)?;
         decoder.set_mode(OpsMode::Differentiable);
+        let (vars, base) = (vs.vars, vs.weights);
+        let (vars, lora) = match lora {
+            None => (vars, None),
+            Some((spec, seed)) => {
+                let adapters = Adapters::attach(&mut decoder, spec.clone(), seed)?;
+                (adapters.vars.clone(), Some(adapters))
+            }
+        };
         Ok(Self {
             decoder,
-            vars: vs.vars,
+            vars,
+            base,
+            lora,
             tokenizer,
             chat_template,
         })
     }
 
-    /// Current weights by name (detached copies sharing storage).
-    pub fn named_weights(&self) -> HashMap<String, Tensor> {
-        self.vars
+    /// The weights a plain HF checkpoint of the current model holds: the trained weights,
+    /// or under LoRA the base with the adapters merged in (detached, f32).
+    pub fn named_weights(&self) -> anyhow::Result<HashMap<String, Tensor>> {
+        let base: HashMap<String, Tensor> = self
+            .base
             .iter()
-            .map(|(n, v)| (n.clone(), v.as_detached_tensor()))
-            .collect()
+            .map(|(n, t)| (n.clone(), t.detach()))
+            .collect();
+        match &self.lora {
+            None => Ok(base),
+            Some(a) => a.merge(&base),
+        }
+    }
+
+    /// Runs `f` with the adapters switched off (the reference model under LoRA); without
+    /// LoRA it simply runs `f`.
+    pub fn without_adapters<T>(&self, f: impl FnOnce() -> T) -> T {
+        if let Some(a) = &self.lora {
+            a.set_enabled(false);
+            let out = f();
+            a.set_enabled(true);
+            out
+        } else {
+            f()
+        }
     }
 
     /// Number of trainable scalars.

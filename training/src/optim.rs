@@ -2,6 +2,8 @@
 //! learning-rate schedules, and global-norm gradient clipping.
 
 use candle_core::backprop::GradStore;
+use std::collections::HashMap;
+
 use candle_core::{Tensor, Var};
 
 /// HF `lr_scheduler_type` values we implement.
@@ -161,6 +163,44 @@ pub fn clip_grads(vars: &[Var], grads: &mut GradStore, max_norm: f64) -> candle_
         }
     }
     Ok(norm)
+}
+
+impl AdamW {
+    /// The moments as named tensors (`<name>.exp_avg`, `<name>.exp_avg_sq`), for saving.
+    pub fn state_tensors(&self, names: &[String]) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (n, (m, v)) in names.iter().zip(&self.moments) {
+            out.insert(format!("{n}.exp_avg"), m.clone());
+            out.insert(format!("{n}.exp_avg_sq"), v.clone());
+        }
+        out
+    }
+
+    /// Restores moments saved by [`AdamW::state_tensors`] and the step count.
+    pub fn load_state(
+        &mut self,
+        names: &[String],
+        saved: &HashMap<String, Tensor>,
+        step: usize,
+    ) -> anyhow::Result<()> {
+        for (n, (m, v)) in names.iter().zip(self.moments.iter_mut()) {
+            for (suffix, slot) in [("exp_avg", m), ("exp_avg_sq", v)] {
+                let key = format!("{n}.{suffix}");
+                let t = saved
+                    .get(&key)
+                    .ok_or_else(|| anyhow::anyhow!("optimizer state has no {key}"))?;
+                anyhow::ensure!(
+                    t.dims() == slot.dims(),
+                    "optimizer state {key} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    slot.dims()
+                );
+                *slot = t.clone();
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

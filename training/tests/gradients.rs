@@ -23,7 +23,7 @@ fn load(name: &str) -> TrainModel {
         .unwrap();
     let mut src = SafetensorsSource::open(&dir, DType::F32, &Device::Cpu).unwrap();
     let (tok, _) = TextTokenizer::from_hf_dir(&fixture("tiny-chat"), &[]).unwrap();
-    TrainModel::build(&cfg, &mut src, tok, None).unwrap()
+    TrainModel::build(&cfg, &mut src, tok, None, None).unwrap()
 }
 
 fn examples() -> Vec<Example> {
@@ -156,5 +156,47 @@ fn differentiable_forward_equals_inference_forward() {
         for (a, b) in r.iter().zip(s) {
             assert!((a - b).abs() < 1e-5);
         }
+    }
+}
+
+#[test]
+fn every_lora_matrix_gets_a_gradient_and_base_weights_stay_frozen() {
+    let dir = fixture("parity/tiny-llama");
+    let cfg = ModelConfig::from_hf_json(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+        .unwrap();
+    let mut src = SafetensorsSource::open(&dir, DType::F32, &Device::Cpu).unwrap();
+    let (tok, _) = TextTokenizer::from_hf_dir(&fixture("tiny-chat"), &[]).unwrap();
+    let spec = training::lora::LoraSpec {
+        r: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        target_modules: vec!["all-linear".into()],
+    }
+    .validate()
+    .unwrap();
+    let m = TrainModel::build(&cfg, &mut src, tok, None, Some((&spec, 7))).unwrap();
+    assert_eq!(m.vars.len(), cfg.num_hidden_layers * 7 * 2);
+    // B starts at zero (so A's gradient is zero, as in PEFT); give B values first.
+    for (n, v) in &m.vars {
+        if n.ends_with("lora_B.weight") {
+            v.set(&v.randn_like(0.0, 0.1).unwrap()).unwrap();
+        }
+    }
+    let ex = examples();
+    let refs: Vec<&Example> = ex.iter().collect();
+    let n = ex.iter().map(Example::num_targets).sum();
+    let grads = lm_loss(&m.decoder, &refs, n).unwrap().backward().unwrap();
+    for (name, v) in &m.vars {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no grad"));
+        let s: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!(s > 0.0, "{name}: zero gradient");
+    }
+    for (name, t) in &m.base {
+        assert!(
+            grads.get(t).is_none(),
+            "{name} is frozen but got a gradient"
+        );
     }
 }

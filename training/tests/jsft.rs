@@ -63,6 +63,8 @@ fn jsft_binary_trains_and_writes_a_servable_checkpoint() {
     let losses: Vec<f64> = logs.iter().map(|l| l["loss"].as_f64().unwrap()).collect();
     assert!(losses.windows(2).all(|w| w[1] < w[0]), "{losses:?}");
     // The engine loads it and its chat template is the config's.
+    let png = std::fs::read(dir.path().join("out/loss.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
     let m = LoadedModel::load(&dir.path().join("out"), &LoadOptions::default()).unwrap();
     assert!(m.chat_template().unwrap().source().contains("<|im_start|>"));
 }
@@ -73,7 +75,7 @@ fn saved_checkpoint_reproduces_the_trained_logits() {
     init(&dir.path().join("init"));
     let cfg = TrainConfig::from_file(&config(dir.path(), 5)).unwrap();
     let judge = JudgeConfig::from_yaml(&cfg.yaml).unwrap();
-    let model = TrainModel::load(&cfg.model_path).unwrap();
+    let model = TrainModel::load(&cfg.model_path, None).unwrap();
     let chat_src = judge.chat_template.clone().unwrap();
     let chat = ChatTemplate::new(&chat_src).unwrap();
     let b = JsftBuilder::new(
@@ -90,7 +92,8 @@ fn saved_checkpoint_reproduces_the_trained_logits() {
     let examples = b
         .hh(&rows[..20], "Judge.", &mut BuildStats::default())
         .unwrap();
-    train(&model, &examples, &cfg).unwrap();
+    let chat_t = judge.chat_template.clone().unwrap();
+    train(&model, &examples, &cfg, &chat_t, &Default::default()).unwrap();
     let mut trained = model.decoder.clone();
     trained.set_mode(OpsMode::Fused);
     let prompt = model
@@ -107,7 +110,7 @@ fn saved_checkpoint_reproduces_the_trained_logits() {
     let out = dir.path().join("ckpt");
     Checkpoint {
         config: &model.decoder.cfg,
-        weights: model.named_weights(),
+        weights: model.named_weights().unwrap(),
         tokenizer: &model.tokenizer,
         chat_template: Some(&chat_src),
     }
@@ -160,8 +163,15 @@ fn bad_configs_fail_naming_the_cause() {
             "not supported yet",
         ),
         (
-            base.replace("jsft_args:", "peft_config: {r: 8}\njsft_args:"),
-            "LoRA) is not implemented yet",
+            base.replace(
+                "jsft_args:",
+                "peft_config: {r: 8, target_modules: [qproj]}\njsft_args:",
+            ),
+            "unknown module `qproj`",
+        ),
+        (
+            base.replace("jsft_args:", "peft_config: {r: 8, bias: all}\njsft_args:"),
+            "`peft_config.bias` must be \"none\"",
         ),
     ] {
         let p = dir.path().join("bad.yaml");
