@@ -30,6 +30,20 @@ for a in range(5):
                 "correct": "a" if good_first else "b",
             })
 rng.shuffle(train)
+# Self-judge prompts (one HH row per question: the correct answer as chosen, one wrong
+# answer as rejected, used only by the evaluation pass): 15 questions to train on and
+# 10 held-out questions on which the policy is scored by the oracle.
+questions = [(a, b) for a in range(5) for b in range(5)]
+rng.shuffle(questions)
+def sj_row(a, b):
+    s = a + b
+    w = rng.choice([w for w in range(10) if w != s])
+    q = f"What is {a} + {b}?"
+    return {"chosen": f"\n\nHuman: {q}\n\nAssistant: {s}", "rejected": f"\n\nHuman: {q}\n\nAssistant: {w}"}
+sj_train = [sj_row(a, b) for a, b in questions[:15]]
+sj_heldout = [sj_row(a, b) for a, b in questions[15:]]
+(out / "arith_sj_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sj_train))
+(out / "arith_sj_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sj_heldout))
 (out / "arith_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
 (out / "arith_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in heldout))
-print(len(train), "training rows,", len(heldout), "held-out pairs in", out)
+print(len(train), "training rows,", len(heldout), "held-out pairs,", len(sj_train), "+", len(sj_heldout), "self-judge prompts in", out)

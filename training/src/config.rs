@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::lora::LoraSpec;
+use crate::self_judge::args::SelfJudgeArgs;
 
 /// Keys accepted for compatibility and ignored (with a warning).
 const IGNORED: &[&str] = &[
@@ -40,6 +41,8 @@ pub struct TrainingArgs {
     pub seed: u64,
     pub max_grad_norm: f64,
     pub weight_decay: f64,
+    /// Evaluate every this many steps (self-judge; always once at the end).
+    pub eval_steps: Option<usize>,
 }
 
 /// The parsed config with the warnings it produced.
@@ -60,6 +63,12 @@ pub struct TrainConfig {
     pub assistant_marker: String,
     /// `peft_config`: train LoRA adapters instead of every weight.
     pub lora: Option<LoraSpec>,
+    /// `self_judge_args` (self-judge training only).
+    pub self_judge: Option<SelfJudgeArgs>,
+    /// `model.peft_model_name_or_path`: an adapter merged into the model before training.
+    pub peft_model_path: Option<PathBuf>,
+    /// `eval_dataset_path`: rows for the evaluation pass (self-judge).
+    pub eval_dataset_path: Option<PathBuf>,
     pub warnings: Vec<String>,
 }
 
@@ -135,7 +144,7 @@ impl Reader<'_> {
     }
 }
 
-fn num(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<f64>> {
+pub(crate) fn num(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<f64>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
@@ -148,7 +157,7 @@ fn num(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<f64>> {
     }
 }
 
-fn int(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<usize>> {
+pub(crate) fn int(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<usize>> {
     match num(m, sec, k)? {
         None => Ok(None),
         Some(x) if x >= 0.0 && x.fract() == 0.0 => Ok(Some(x as usize)),
@@ -156,7 +165,7 @@ fn int(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<usize>> {
     }
 }
 
-fn string(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<String>> {
+pub(crate) fn string(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<String>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -164,7 +173,7 @@ fn string(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<String>> {
     }
 }
 
-fn boolean(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<bool>> {
+pub(crate) fn boolean(m: &Mapping, sec: &str, k: &str) -> anyhow::Result<Option<bool>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -192,11 +201,13 @@ impl TrainConfig {
             if ![
                 "training_args",
                 "jsft_args",
+                "self_judge_args",
                 "peft_config",
                 "model",
                 "templates",
                 "dataset",
                 "dataset_path",
+                "eval_dataset_path",
             ]
             .contains(&k)
             {
@@ -227,6 +238,7 @@ impl TrainConfig {
                     "seed",
                     "max_grad_norm",
                     "weight_decay",
+                    "eval_steps",
                 ],
             )?
             .ok_or_else(|| anyhow::anyhow!("`training_args` is missing"))?;
@@ -254,6 +266,7 @@ impl TrainConfig {
             seed: int(ta, s, "seed")?.unwrap_or(42) as u64,
             max_grad_norm: num(ta, s, "max_grad_norm")?.unwrap_or(1.0),
             weight_decay: num(ta, s, "weight_decay")?.unwrap_or(0.0),
+            eval_steps: int(ta, s, "eval_steps")?.filter(|&e| e > 0),
         };
         crate::optim::ScheduleKind::parse(&training.lr_scheduler_type)?;
         anyhow::ensure!(
@@ -261,11 +274,14 @@ impl TrainConfig {
             "`training_args.save_strategy` must be epoch, steps or no"
         );
         let ja = r.section(root, "jsft_args", &["max_length"])?;
-        let max_length = match ja {
-            Some(m) => int(m, "jsft_args", "max_length")?.unwrap_or(2048),
-            None => 2048,
+        let sj = r.section(root, "self_judge_args", SelfJudgeArgs::KEYS)?;
+        let self_judge = sj.map(SelfJudgeArgs::parse).transpose()?;
+        let max_length = match (ja, &self_judge) {
+            (_, Some(a)) => a.max_length,
+            (Some(m), None) => int(m, "jsft_args", "max_length")?.unwrap_or(2048),
+            (None, None) => 2048,
         };
-        anyhow::ensure!(max_length >= 2, "`jsft_args.max_length` must be >= 2");
+        anyhow::ensure!(max_length >= 2, "`max_length` must be >= 2");
         let lora = match r.section(
             root,
             "peft_config",
@@ -282,10 +298,15 @@ impl TrainConfig {
             Some(p) => Some(peft(p)?),
         };
         let model = r
-            .section(root, "model", &["pretrained_model_name_or_path"])?
+            .section(
+                root,
+                "model",
+                &["pretrained_model_name_or_path", "peft_model_name_or_path"],
+            )?
             .ok_or_else(|| anyhow::anyhow!("`model` is missing"))?;
         let model_path = string(model, "model", "pretrained_model_name_or_path")?
             .ok_or_else(|| anyhow::anyhow!("`model.pretrained_model_name_or_path` is missing"))?;
+        let peft_model_path = string(model, "model", "peft_model_name_or_path")?.map(PathBuf::from);
         let templates = r
             .section(
                 root,
@@ -308,8 +329,8 @@ impl TrainConfig {
             ),
         };
         anyhow::ensure!(
-            dataset == "Anthropic/hh-rlhf",
-            "dataset `{dataset}` is not supported yet (supported: Anthropic/hh-rlhf)"
+            ["Anthropic/hh-rlhf", "openbmb/UltraFeedback", "self-judge"].contains(&dataset.as_str()),
+            "dataset `{dataset}` is not supported (supported: Anthropic/hh-rlhf, openbmb/UltraFeedback, self-judge)"
         );
         let dataset_path = match root.get("dataset_path") {
             Some(Value::String(s)) => PathBuf::from(s),
@@ -328,6 +349,13 @@ impl TrainConfig {
             assistant_marker: string(templates, t, "assistant")?
                 .ok_or_else(|| anyhow::anyhow!("`templates.assistant` is missing"))?,
             lora,
+            self_judge,
+            peft_model_path,
+            eval_dataset_path: match root.get("eval_dataset_path") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(PathBuf::from(s)),
+                Some(other) => anyhow::bail!("`eval_dataset_path` must be a path, got {other:?}"),
+            },
             warnings,
         })
     }

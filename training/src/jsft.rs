@@ -52,6 +52,15 @@ pub fn read_jsonl(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
         .collect()
 }
 
+/// `max_length` limited to the model's context (with a warning when it is cut).
+pub fn clamp_max_length(max_length: usize, model: &TrainModel) -> usize {
+    let ctx = model.decoder.max_positions();
+    if max_length > ctx {
+        eprintln!("warning: max_length {max_length} exceeds the model's context; using {ctx}");
+    }
+    max_length.min(ctx)
+}
+
 /// Runs JSFT as the config describes.
 pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     let cfg = TrainConfig::from_file(config)?;
@@ -69,11 +78,12 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
         .or_else(|| model.chat_template.clone())
         .context("no chat template: set templates.chat or use a checkpoint that has one")?;
     let chat = ChatTemplate::new(&chat_src)?;
+    let max_length = clamp_max_length(cfg.max_length, &model);
     let builder = JsftBuilder::new(
         &model.tokenizer,
         &chat,
         &judge_cfg.template,
-        cfg.max_length,
+        max_length,
         &cfg.user_marker,
         &cfg.assistant_marker,
         cfg.skip_first_token,
@@ -81,14 +91,22 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     let rows = read_jsonl(&cfg.dataset_path)?;
     let system = judge_cfg.template.principles[0].principle.system.clone();
     let mut stats = BuildStats::default();
-    let examples = builder.hh(&rows, &system, &mut stats)?;
+    let examples = match cfg.dataset.as_str() {
+        "Anthropic/hh-rlhf" => builder.hh(&rows, &system, &mut stats)?,
+        "openbmb/UltraFeedback" => builder
+            .with_rationale(crate::data::uf::rationale_template(&cfg.yaml)?)
+            .uf(&rows, cfg.training.seed, &mut stats)?,
+        other => anyhow::bail!("`dataset: {other}` is for self-judge training, not JSFT"),
+    };
     eprintln!(
-        "{} rows -> {} SFT + {} judgment examples; skipped {} unmaskable examples and {} bad rows{}",
+        "{} rows -> {} SFT + {} judgment examples; skipped {} unmaskable examples, {} bad rows, {} rows without completions, {} without a strict comparison{}",
         stats.rows,
         stats.sft,
         stats.judgments,
         stats.unmaskable,
         stats.bad_rows,
+        stats.empty_rows,
+        stats.no_pair,
         stats.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
     anyhow::ensure!(!examples.is_empty(), "no training examples");

@@ -29,6 +29,16 @@ pub fn sequence_logps(
     dec: &Decoder,
     examples: &[&Example],
 ) -> anyhow::Result<(Tensor, Vec<usize>)> {
+    let (sums, counts, _) = sequence_stats(dec, examples)?;
+    Ok((sums, counts))
+}
+
+/// [`sequence_logps`] plus, per sequence, the mean of the LM-head logits over its
+/// learned positions (a detached diagnostic, logged as `logits/...`).
+pub fn sequence_stats(
+    dec: &Decoder,
+    examples: &[&Example],
+) -> anyhow::Result<(Tensor, Vec<usize>, Vec<f32>)> {
     let seqs: Vec<&[u32]> = examples.iter().map(|e| e.input_ids.as_slice()).collect();
     let batch = PackedBatch::new(&seqs)?;
     let hidden = dec.forward(&batch, None, Output::Hidden)?;
@@ -57,6 +67,7 @@ pub fn sequence_logps(
         return Ok((
             Tensor::zeros(examples.len(), candle_core::DType::F32, dev)?,
             counts,
+            vec![0.0; examples.len()],
         ));
     }
     let n = rows.len();
@@ -73,7 +84,12 @@ pub fn sequence_logps(
     }
     let own = Tensor::from_vec(own, (examples.len(), n), dev)?;
     let sums = own.matmul(&picked.unsqueeze(1)?)?.squeeze(1)?;
-    Ok((sums, counts))
+    let row_means: Vec<f32> = logits.detach().mean(D::Minus1)?.to_vec1()?;
+    let mut logit_means = vec![0f32; examples.len()];
+    for (&o, m) in owner.iter().zip(&row_means) {
+        logit_means[o as usize] += m / counts[o as usize] as f32;
+    }
+    Ok((sums, counts, logit_means))
 }
 
 /// Mean negative log-likelihood over `denominator` targets (the number of targets in

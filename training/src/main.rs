@@ -1,5 +1,5 @@
 //! The `training` binary: `init` writes a tiny random checkpoint; `jsft` runs judge-augmented
-//! SFT; `self-judge` (DPO on self-judged pairs) is not implemented yet and says so.
+//! SFT; `self-judge` trains by DPO on pairs the reference model judged.
 
 use clap::{Parser, Subcommand};
 
@@ -29,10 +29,19 @@ enum Command {
         #[arg(long)]
         stop_after: Option<usize>,
     },
-    /// Self-training by on-policy judgment, DPO on self-judged pairs (SPEC §5). Not implemented yet.
+    /// Self-training by on-policy judgment: DPO on pairs the reference model judged (SPEC §5).
     SelfJudge {
         #[arg(long)]
         config: std::path::PathBuf,
+        /// Continue from the newest checkpoint-<step> folder in output_dir.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many optimizer steps (a checkpoint is saved; continue with --resume).
+        #[arg(long)]
+        stop_after: Option<usize>,
+        /// Write every sampled pair with the judge's verdict to this JSONL file.
+        #[arg(long)]
+        pairs_log: Option<std::path::PathBuf>,
     },
 }
 
@@ -44,9 +53,16 @@ fn main() {
             resume,
             stop_after,
         } => training::jsft::run(&config, &training::jsft::RunOptions { resume, stop_after }),
-        Command::SelfJudge { .. } => Err(anyhow::anyhow!(
-            "`training self-judge` is not implemented yet in this build"
-        )),
+        Command::SelfJudge {
+            config,
+            resume,
+            stop_after,
+            pairs_log,
+        } => training::self_judge::run(
+            &config,
+            &training::jsft::RunOptions { resume, stop_after },
+            pairs_log.as_deref(),
+        ),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -22,6 +22,8 @@ struct VarSource<'a> {
     trainable: bool,
     weights: Vec<(String, Tensor)>,
     vars: Vec<(String, Var)>,
+    /// Merged-in adapter deltas by weight name (`model.peft_model_name_or_path`).
+    deltas: Option<&'a HashMap<String, Tensor>>,
 }
 
 impl WeightSource for VarSource<'_> {
@@ -30,7 +32,10 @@ impl WeightSource for VarSource<'_> {
     }
 
     fn tensor(&mut self, name: &str, shape: &[usize]) -> self_judge::model::Result<Tensor> {
-        let t = self.inner.tensor(name, shape)?.to_dtype(DType::F32)?;
+        let mut t = self.inner.tensor(name, shape)?.to_dtype(DType::F32)?;
+        if let Some(d) = self.deltas.and_then(|d| d.get(name)) {
+            t = (t + d)?;
+        }
         let out = if self.trainable {
             let v = Var::from_tensor(&t)?;
             self.vars.push((name.to_string(), v.clone()));
@@ -78,6 +83,16 @@ impl TrainModel {
     /// Loads a HF directory (f32/bf16/f16 weights, kept in f32) or a GGUF file
     /// (dequantized) as trainable f32 weights on the CPU.
     pub fn load(path: &Path, lora: Option<(&LoraSpec, u64)>) -> anyhow::Result<Self> {
+        Self::load_with(path, lora, None)
+    }
+
+    /// [`TrainModel::load`] with adapter deltas (see [`crate::lora::adapter_deltas`])
+    /// merged into the base weights first.
+    pub fn load_with(
+        path: &Path,
+        lora: Option<(&LoraSpec, u64)>,
+        deltas: Option<&HashMap<String, Tensor>>,
+    ) -> anyhow::Result<Self> {
         let dev = Device::Cpu;
         if path.is_dir() {
             let text = std::fs::read_to_string(path.join("config.json"))
@@ -85,13 +100,13 @@ impl TrainModel {
             let cfg = ModelConfig::from_hf_json(&text)?;
             let mut st = SafetensorsSource::open(path, DType::F32, &dev)?;
             let (tokenizer, chat_template) = TextTokenizer::from_hf_dir(path, &cfg.eos_token_ids)?;
-            Self::build(&cfg, &mut st, tokenizer, chat_template, lora)
+            Self::build_with(&cfg, &mut st, tokenizer, chat_template, lora, deltas)
         } else {
             let file = GgufFile::open(path)?;
             let cfg = file.config()?;
             let (tokenizer, chat_template) = self_judge::tokenizer::gguf::from_gguf(&file)?;
             let mut src = file.source(&cfg, false, DType::F32, &dev);
-            Self::build(&cfg, &mut src, tokenizer, chat_template, lora)
+            Self::build_with(&cfg, &mut src, tokenizer, chat_template, lora, deltas)
         }
     }
 
@@ -104,11 +119,23 @@ impl TrainModel {
         chat_template: Option<String>,
         lora: Option<(&LoraSpec, u64)>,
     ) -> anyhow::Result<Self> {
+        Self::build_with(cfg, src, tokenizer, chat_template, lora, None)
+    }
+
+    fn build_with(
+        cfg: &ModelConfig,
+        src: &mut dyn WeightSource,
+        tokenizer: TextTokenizer,
+        chat_template: Option<String>,
+        lora: Option<(&LoraSpec, u64)>,
+        deltas: Option<&HashMap<String, Tensor>>,
+    ) -> anyhow::Result<Self> {
         let mut vs = VarSource {
             inner: src,
             trainable: lora.is_none(),
             weights: Vec::new(),
             vars: Vec::new(),
+            deltas,
         };
         let mut decoder = Decoder::load(cfg, &mut vs, DType::F32, &Device::Cpu)?;
         decoder.set_mode(OpsMode::Differentiable);

@@ -156,11 +156,8 @@ fn bad_configs_fail_naming_the_cause() {
         ),
         (base.replace("\"cosine\"", "\"polynomial\""), "polynomial"),
         (
-            base.replace(
-                "dataset: \"Anthropic/hh-rlhf\"",
-                "dataset: \"openbmb/UltraFeedback\"",
-            ),
-            "not supported yet",
+            base.replace("dataset: \"Anthropic/hh-rlhf\"", "dataset: \"foo/bar\""),
+            "dataset `foo/bar` is not supported",
         ),
         (
             base.replace(
@@ -186,4 +183,66 @@ fn bad_configs_fail_naming_the_cause() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{want}: {err}");
     }
+}
+
+/// One UltraFeedback row: three completions rated under the four principles.
+fn uf_row(i: usize) -> serde_json::Value {
+    let ann = |r: &str, why: &str| serde_json::json!({"Rating": r, "Rationale": why, "Rationale For Rating": "ok"});
+    let completion = |text: &str, r: &str| {
+        serde_json::json!({
+            "response": text,
+            "custom_system_prompt": "Be helpful.",
+            "annotations": {
+                "helpfulness": ann(r, "Accurate."),
+                "honesty": ann(r, "Confident."),
+                "instruction_following": ann(r, "Follows."),
+                "truthfulness": ann(r, "True."),
+            }
+        })
+    };
+    serde_json::json!({
+        "instruction": format!("Name a colour ({i})."),
+        "completions": [completion("Blue.", "5"), completion("Rock.", "1"), completion("Red!", "3")],
+    })
+}
+
+#[test]
+fn jsft_trains_on_ultrafeedback_with_principles_and_rationales() {
+    let dir = tempfile::tempdir().unwrap();
+    init(&dir.path().join("init"));
+    let data = dir.path().join("uf.jsonl");
+    let rows: Vec<String> = (0..6).map(|i| uf_row(i).to_string()).collect();
+    std::fs::write(&data, rows.join("\n")).unwrap();
+    let cfg = std::fs::read_to_string(common::root().join("configs/uf_jsft_pr.yaml"))
+        .unwrap()
+        .replace(
+            "\"experiments/uf_jsft_pr\"",
+            &format!("{:?}", dir.path().join("out")),
+        )
+        .replace(
+            "\"meta-llama/Llama-2-7b-hf\"",
+            &format!("{:?}", dir.path().join("init")),
+        )
+        .replace("\"data/ultrafeedback.jsonl\"", &format!("{data:?}"))
+        .replace("num_train_epochs: 1", "max_steps: 2")
+        .replace(
+            "per_device_train_batch_size: 16",
+            "per_device_train_batch_size: 4",
+        );
+    let p = dir.path().join("uf.yaml");
+    std::fs::write(&p, cfg).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_training"))
+        .arg("jsft")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Per row: 1 SFT example and 4 principles x 2 orders of rationale judgments.
+    assert!(
+        err.contains("6 rows -> 6 SFT + 48 judgment examples; skipped 0 unmaskable"),
+        "{err}"
+    );
+    assert!(dir.path().join("out/model.safetensors").exists());
 }

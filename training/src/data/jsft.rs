@@ -17,6 +17,11 @@ pub struct JsftBuilder<'a> {
     pub max_length: usize,
     user: Vec<u32>,
     assistant: Vec<u32>,
+    /// Kept so judge cues are turned into markers the same way as the role markers.
+    pub(super) skip_first_token: bool,
+    /// `templates.decision_rationale.rationale` (with `{position}`), set by
+    /// [`JsftBuilder::with_rationale`]; needed for UltraFeedback rationale rows.
+    pub(super) rationale: Option<String>,
 }
 
 /// Counts of what was built and skipped.
@@ -30,6 +35,20 @@ pub struct BuildStats {
     /// Rows that could not be parsed (with the first error).
     pub bad_rows: usize,
     pub first_error: Option<String>,
+    /// UltraFeedback rows without completions (skipped, as the seed does).
+    pub empty_rows: usize,
+    /// Judgment pairs not built because no strict comparison existed (per row for a
+    /// single-pair dataset, per row and principle with rationales).
+    pub no_pair: usize,
+}
+
+impl BuildStats {
+    /// Counts a row that could not be parsed, keeping the first error (1-based row).
+    pub fn bad_row(&mut self, index: usize, error: impl std::fmt::Display) {
+        self.bad_rows += 1;
+        self.first_error
+            .get_or_insert_with(|| format!("row {}: {error}", index + 1));
+    }
 }
 
 impl<'a> JsftBuilder<'a> {
@@ -50,10 +69,20 @@ impl<'a> JsftBuilder<'a> {
             chat,
             judge,
             max_length,
+            skip_first_token,
+            rationale: None,
         })
     }
 
-    fn finish(&self, mut ids: Vec<u32>, mut labels: Vec<i64>) -> Example {
+    /// Sets the rationale template (`templates.decision_rationale.rationale`, see
+    /// [`super::uf::rationale_template`]); UltraFeedback rows need it when the judge
+    /// template has a decision text.
+    pub fn with_rationale(mut self, template: Option<String>) -> Self {
+        self.rationale = template;
+        self
+    }
+
+    pub(super) fn finish(&self, mut ids: Vec<u32>, mut labels: Vec<i64>) -> Example {
         truncate_left(&mut ids, &mut labels, self.max_length);
         Example {
             input_ids: ids,
@@ -86,7 +115,8 @@ impl<'a> JsftBuilder<'a> {
         worse: &str,
     ) -> anyhow::Result<Vec<Option<Example>>> {
         let p = &self.judge.principles[principle];
-        let cue = self.tokenizer.encode(&p.cue, false)?;
+        // The seed drops the first token of the judge marker too (`skip_first_token`).
+        let cue = marker(self.tokenizer, &p.cue, self.skip_first_token)?;
         let t = self.tokenizer;
         let mut out = Vec::with_capacity(2);
         for (a, b, letter) in [(better, worse, " A"), (worse, better, " B")] {
@@ -95,12 +125,19 @@ impl<'a> JsftBuilder<'a> {
                 ChatMessage::new("user", p.user_text(context, a, b)),
                 ChatMessage::new("assistant", format!("{}{letter}", p.cue)),
             ];
-            let text = self.chat.render(
+            let mut text = self.chat.render(
                 &messages,
                 false,
                 t.bos_token.as_deref(),
                 t.eos_token.as_deref(),
             )?;
+            // As the seed: a render that ends with the EOS string loses it, so only the
+            // verdict token is learned (ChatML ends with "<|im_end|>\n" and keeps it).
+            if let Some(eos) = t.eos_token.as_deref() {
+                if let Some(stripped) = text.strip_suffix(eos) {
+                    text.truncate(stripped.len());
+                }
+            }
             let ids = t.encode(&text, true)?;
             out.push(
                 mask_labels(&ids, &[], &cue)

@@ -3,3 +3,5 @@
 pub mod hh;
 pub mod jsft;
 pub mod mask;
+pub mod self_judge;
+pub mod uf;

@@ -1,0 +1,239 @@
+//! One self-judge step's data: two responses per query sampled from the CURRENT policy
+//! with the engine's generation, judged by the REFERENCE model through the judge core
+//! (both orders), and turned into chosen/rejected sequences with loss on the response.
+
+use candle_core::Tensor;
+use self_judge::engine::generate::{generate, GenerationRequest};
+use self_judge::engine::sampling::SamplingParams;
+use self_judge::engine::scorer::DirectScorer;
+use self_judge::judge::verdict::{Side, Verdict};
+use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair};
+use self_judge::model::{Decoder, LoadedModel, OpsMode, WeightFormat};
+use self_judge::tokenizer::ChatTemplate;
+
+use super::args::SelfJudgeArgs;
+use crate::data::mask::{mask_labels, truncate_left};
+use crate::data::self_judge::SelfJudgeRow;
+use crate::loss::{Example, IGNORE};
+use crate::model::TrainModel;
+
+/// One sampled response: token ids (without EOS) and decoded text.
+pub type Sample = (Vec<u32>, String);
+
+/// A sampled pair with the reference's verdict.
+#[derive(Debug, Clone)]
+pub struct JudgedPair {
+    /// Response 0 was shown in position A.
+    pub responses: [Vec<u32>; 2],
+    pub texts: [String; 2],
+    pub verdict: Verdict,
+}
+
+impl JudgedPair {
+    /// (winner, loser) token ids.
+    pub fn ordered(&self) -> (&[u32], &[u32]) {
+        match self.verdict.winner {
+            Side::A => (&self.responses[0], &self.responses[1]),
+            Side::B => (&self.responses[1], &self.responses[0]),
+        }
+    }
+}
+
+/// The policy (sampling), the reference (judging, reference log-probs) and the judge.
+pub struct OnPolicy<'a> {
+    pub model: &'a TrainModel,
+    /// Inference-mode views: the policy shares the trained weights (updates are seen),
+    /// the reference is a frozen copy under full fine-tuning or the same network with
+    /// the adapters switched off under LoRA.
+    policy: LoadedModel,
+    reference: Option<LoadedModel>,
+    /// The frozen reference in training mode (full fine-tuning), for reference
+    /// log-probabilities computed exactly as the policy's.
+    reference_train: Option<&'a Decoder>,
+    pub judge: Judge,
+    args: SelfJudgeArgs,
+}
+
+fn view(decoder: &Decoder, model: &TrainModel, chat: &ChatTemplate) -> LoadedModel {
+    let mut decoder = decoder.clone();
+    decoder.set_mode(OpsMode::Fused);
+    LoadedModel {
+        decoder,
+        tokenizer: model.tokenizer.clone(),
+        chat_template: Some(chat.clone()),
+        format: WeightFormat::Safetensors,
+        path: Default::default(),
+    }
+}
+
+impl<'a> OnPolicy<'a> {
+    /// `reference` is the frozen initial decoder for full fine-tuning (None under LoRA).
+    pub fn new(
+        model: &'a TrainModel,
+        reference: Option<&'a Decoder>,
+        chat: &ChatTemplate,
+        judge_cfg: &JudgeConfig,
+        args: &SelfJudgeArgs,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            reference.is_some() != model.lora.is_some(),
+            "a frozen reference is needed exactly when training without LoRA"
+        );
+        let policy = view(&model.decoder, model, chat);
+        let reference_view = reference.map(|d| view(d, model, chat));
+        let judge = Judge::new(
+            reference_view.as_ref().unwrap_or(&policy),
+            judge_cfg,
+            &JudgeOptions {
+                max_length: Some(args.max_length),
+                ..Default::default()
+            },
+        )?;
+        Ok(Self {
+            model,
+            policy,
+            reference: reference_view,
+            reference_train: reference,
+            judge,
+            args: args.clone(),
+        })
+    }
+
+    /// Runs `f` on the reference model in inference mode (judging).
+    pub fn as_reference<T>(&self, f: impl FnOnce(&Decoder) -> T) -> T {
+        match &self.reference {
+            Some(r) => f(&r.decoder),
+            None => self.model.without_adapters(|| f(&self.policy.decoder)),
+        }
+    }
+
+    /// Runs `f` on the reference model in training mode (reference log-probabilities,
+    /// computed by the same ops as the policy's so they agree exactly at the start).
+    pub fn as_reference_train<T>(&self, f: impl FnOnce(&Decoder) -> T) -> T {
+        match self.reference_train {
+            Some(d) => f(d),
+            None => self.model.without_adapters(|| f(&self.model.decoder)),
+        }
+    }
+
+    /// Query token ids (with the tokenizer's special tokens, as the seed encodes), left
+    /// truncated so that the query and `max_new_tokens` fit the context.
+    pub fn query_ids(&self, query: &str) -> anyhow::Result<Vec<u32>> {
+        let mut ids = self.model.tokenizer.encode(query, true)?;
+        let room = self
+            .args
+            .max_length
+            .min(self.policy.decoder.max_positions())
+            .saturating_sub(self.args.max_new_tokens)
+            .max(1);
+        if ids.len() > room {
+            ids.drain(..ids.len() - room);
+        }
+        Ok(ids)
+    }
+
+    /// Two samples per row from the current policy; `seed` makes the step reproducible.
+    pub fn sample(
+        &self,
+        rows: &[&SelfJudgeRow],
+        seed: u64,
+    ) -> anyhow::Result<Vec<[Sample; 2]>> {
+        let reqs = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Ok(GenerationRequest {
+                    request: i as u64,
+                    prompt_ids: self.query_ids(&r.query)?,
+                    params: SamplingParams {
+                        temperature: self.args.temperature,
+                        top_p: self.args.top_p,
+                        top_k: self.args.top_k,
+                        seed: Some(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)),
+                        max_new_tokens: self.args.max_new_tokens,
+                        stop: vec![],
+                    },
+                    n: 2,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let out = generate(&self.policy, &reqs)?;
+        Ok(out
+            .into_iter()
+            .map(|g| {
+                let mut it = g.into_iter().map(|s| (s.token_ids, s.text));
+                let a = it.next().unwrap_or_default();
+                let b = it.next().unwrap_or_default();
+                [a, b]
+            })
+            .collect())
+    }
+
+    /// The reference's verdicts on (sample 0 in A, sample 1 in B) per row.
+    pub fn judge_samples(
+        &self,
+        rows: &[&SelfJudgeRow],
+        samples: Vec<[Sample; 2]>,
+    ) -> anyhow::Result<Vec<JudgedPair>> {
+        let pairs: Vec<Pair> = rows
+            .iter()
+            .zip(&samples)
+            .map(|(r, s)| Pair {
+                context: r.context.clone(),
+                response_a: s[0].1.clone(),
+                response_b: s[1].1.clone(),
+            })
+            .collect();
+        let verdicts = self.as_reference(|dec| {
+            let scorer = DirectScorer {
+                decoder: dec,
+                token_ids: self.judge.token_ids,
+                max_batch_tokens: self.args.judge_batch_size * self.args.max_length,
+            };
+            self.judge.judge(&pairs, &scorer)
+        })?;
+        Ok(samples
+            .into_iter()
+            .zip(verdicts)
+            .map(|([a, b], verdict)| JudgedPair {
+                responses: [a.0, b.0],
+                texts: [a.1, b.1],
+                verdict,
+            })
+            .collect())
+    }
+
+    /// `query + response + eos` with labels on the response and the EOS only.
+    pub fn sequence(&self, query: &[u32], response: &[u32]) -> Example {
+        let mut ids = query.to_vec();
+        ids.extend_from_slice(response);
+        ids.extend(self.model.tokenizer.eos_ids.first().copied());
+        let mut labels: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+        labels[..query.len()].iter_mut().for_each(|l| *l = IGNORE);
+        truncate_left(&mut ids, &mut labels, self.args.max_length);
+        Example {
+            input_ids: ids,
+            labels,
+        }
+    }
+
+    /// A full conversation string (the dataset's own chosen/rejected, for evaluation)
+    /// with labels after the last occurrence of the query's tokens; a text where the
+    /// query cannot be found is learned nowhere (log-probability 0), as in the seed.
+    pub fn text_sequence(&self, query: &str, text: &str) -> anyhow::Result<Example> {
+        let tok = &self.model.tokenizer;
+        let mut ids = tok.encode(text, true)?;
+        let q = tok.encode(query, true)?;
+        let mut labels = mask_labels(&ids, &[], &q).unwrap_or_else(|_| vec![IGNORE; ids.len()]);
+        truncate_left(&mut ids, &mut labels, self.args.max_length);
+        Ok(Example {
+            input_ids: ids,
+            labels,
+        })
+    }
+}
+
+/// Detached `[n]` tensor → values.
+pub fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.detach().to_vec1()
+}

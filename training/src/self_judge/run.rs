@@ -1,0 +1,359 @@
+//! The self-judge command: config and data set-up, then the sample → judge → DPO loop.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use self_judge::judge::verdict::Side;
+use self_judge::judge::JudgeConfig;
+use self_judge::tokenizer::ChatTemplate;
+use serde_json::json;
+
+use super::onpolicy::OnPolicy;
+use super::{dpo_batch, merge_stats};
+use crate::config::TrainConfig;
+use crate::data::jsft::BuildStats;
+use crate::data::self_judge::{hh_rows, json_rows, uf_rows, SelfJudgeRow};
+use crate::jsft::{read_jsonl, Finish, RunOptions};
+use crate::loss::Example;
+use crate::model::TrainModel;
+use crate::optim::{clip_grads, AdamW, Schedule, ScheduleKind};
+use crate::outputs::{latest_checkpoint, restore, RunInfo};
+use crate::progress::{Progress, Sampler};
+
+fn rows_of(
+    cfg: &TrainConfig,
+    path: &Path,
+    judge_cfg: &JudgeConfig,
+    chat: &ChatTemplate,
+    model: &TrainModel,
+) -> anyhow::Result<Vec<SelfJudgeRow>> {
+    let raw = read_jsonl(path)?;
+    let mut stats = BuildStats::default();
+    let system = &judge_cfg.template.principles[0].principle.system;
+    let rows = match cfg.dataset.as_str() {
+        "Anthropic/hh-rlhf" => hh_rows(&raw, system, chat, &model.tokenizer, &mut stats)?,
+        "openbmb/UltraFeedback" => uf_rows(&raw, chat, &model.tokenizer, &mut stats)?,
+        _ => json_rows(&raw, &mut stats),
+    };
+    if let Some(e) = &stats.first_error {
+        anyhow::bail!("{}: {} bad rows; {e}", path.display(), stats.bad_rows);
+    }
+    anyhow::ensure!(!rows.is_empty(), "{}: no usable rows", path.display());
+    Ok(rows)
+}
+
+/// Runs self-judge training as the config describes; `pairs_log` receives every judged
+/// pair as JSON lines.
+pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow::Result<()> {
+    let cfg = TrainConfig::from_file(config)?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut args = cfg
+        .self_judge
+        .clone()
+        .context("`self_judge_args` is missing: not a self-judge config")?;
+    let judge_cfg = JudgeConfig::from_yaml(&cfg.yaml)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let deltas = cfg
+        .peft_model_path
+        .as_deref()
+        .map(crate::lora::adapter_deltas)
+        .transpose()?;
+    let mut lora = cfg.lora.clone();
+    if args.disable_dropout {
+        if let Some(l) = &mut lora {
+            l.dropout = 0.0;
+        }
+    }
+    let spec = lora.as_ref().map(|s| (s, cfg.training.seed));
+    let model = TrainModel::load_with(&cfg.model_path, spec, deltas.as_ref())
+        .with_context(|| format!("loading {}", cfg.model_path.display()))?;
+    args.max_length = crate::jsft::clamp_max_length(args.max_length, &model);
+    anyhow::ensure!(
+        args.max_new_tokens < args.max_length,
+        "`self_judge_args.max_new_tokens` ({}) leaves no room for the query in max_length {}",
+        args.max_new_tokens,
+        args.max_length
+    );
+    // Without LoRA the reference is a frozen copy of the initial policy.
+    let reference = match model.lora {
+        Some(_) => None,
+        None => Some(TrainModel::load_with(
+            &cfg.model_path,
+            None,
+            deltas.as_ref(),
+        )?),
+    };
+    let chat_src = judge_cfg
+        .chat_template
+        .clone()
+        .or_else(|| model.chat_template.clone())
+        .context("no chat template: set templates.chat or use a checkpoint that has one")?;
+    let chat = ChatTemplate::new(&chat_src)?;
+    let op = OnPolicy::new(
+        &model,
+        reference.as_ref().map(|r| &r.decoder),
+        &chat,
+        &judge_cfg,
+        &args,
+    )?;
+    let rows = rows_of(&cfg, &cfg.dataset_path, &judge_cfg, &chat, &model)?;
+    let eval_rows = match &cfg.eval_dataset_path {
+        Some(p) => rows_of(&cfg, p, &judge_cfg, &chat, &model)?,
+        None => rows.clone(),
+    };
+    eprintln!(
+        "{} prompts ({} for evaluation); judge token ids {:?}; loss {:?} beta {}",
+        rows.len(),
+        eval_rows.len(),
+        op.judge.token_ids,
+        args.loss_type,
+        args.beta
+    );
+    let mut log = match pairs_log {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let finish = train(
+        &op,
+        &rows,
+        &eval_rows,
+        &cfg,
+        &chat_src,
+        opts,
+        log.as_mut().map(|w| w as &mut dyn Write),
+    )?;
+    match finish {
+        Finish::Done(_) => eprintln!("saved {}", cfg.training.output_dir.display()),
+        Finish::Stopped(p) => eprintln!(
+            "stopped after step {}; continue with --resume",
+            p.global_step
+        ),
+    }
+    Ok(())
+}
+
+/// Evaluation on the dataset's own chosen/rejected conversations (`eval_` metrics).
+fn evaluate(
+    op: &OnPolicy,
+    rows: &[SelfJudgeRow],
+    cfg: &TrainConfig,
+) -> anyhow::Result<Vec<(String, f64)>> {
+    let args = cfg.self_judge.as_ref().expect("self-judge config");
+    let mut parts = Vec::new();
+    for chunk in rows.chunks(cfg.training.per_device_train_batch_size) {
+        let mut chosen = Vec::new();
+        let mut rejected = Vec::new();
+        for r in chunk {
+            chosen.push(op.text_sequence(&r.query, &r.chosen)?);
+            rejected.push(op.text_sequence(&r.query, &r.rejected)?);
+        }
+        parts.push(dpo_batch(op, &chosen, &rejected, args)?.1);
+    }
+    Ok(merge_stats(parts).metrics("eval_"))
+}
+
+/// The training loop. Sampling is seeded per step, so a resumed run draws the same
+/// samples as an uninterrupted one.
+pub fn train(
+    op: &OnPolicy,
+    rows: &[SelfJudgeRow],
+    eval_rows: &[SelfJudgeRow],
+    cfg: &TrainConfig,
+    chat_template: &str,
+    opts: &RunOptions,
+    mut pairs_log: Option<&mut dyn Write>,
+) -> anyhow::Result<Finish> {
+    let a = &cfg.training;
+    let args = cfg.self_judge.as_ref().context("self_judge_args missing")?;
+    let model = op.model;
+    let out = &a.output_dir;
+    let per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps;
+    let steps_per_epoch = rows.len().div_ceil(per_step);
+    let total = a
+        .max_steps
+        .unwrap_or_else(|| (a.num_train_epochs * steps_per_epoch as f64).ceil() as usize)
+        .max(1);
+    let schedule = Schedule::new(
+        ScheduleKind::parse(&a.lr_scheduler_type)?,
+        a.learning_rate,
+        total,
+        a.warmup_steps,
+        a.warmup_ratio,
+    );
+    let vars: Vec<candle_core::Var> = model.vars.iter().map(|(_, v)| v.clone()).collect();
+    let mut opt = AdamW::new(&vars, a.weight_decay)?;
+    let save_every = match a.save_strategy.as_str() {
+        "steps" => Some(a.save_steps.unwrap_or(500).max(1)),
+        "epoch" => Some(steps_per_epoch),
+        _ => None,
+    };
+    let info = RunInfo {
+        model,
+        chat_template,
+        base_model: cfg.model_path.display().to_string(),
+        steps_per_epoch,
+        total_steps: total,
+        batch_size: a.per_device_train_batch_size,
+        logging_steps: a.logging_steps,
+        save_steps: save_every,
+        plot_keys: &[
+            "loss",
+            "rewards/margins",
+            "rewards/accuracies",
+            "eval_rewards/margins",
+        ],
+    };
+    let mut progress = Progress::default();
+    if opts.resume {
+        match latest_checkpoint(out)? {
+            Some(ck) => {
+                progress = restore(&ck, model, &mut opt)?;
+                eprintln!(
+                    "resuming from {} (step {})",
+                    ck.display(),
+                    progress.global_step
+                );
+            }
+            None => eprintln!(
+                "--resume: no checkpoint in {}, starting fresh",
+                out.display()
+            ),
+        }
+    }
+    let mut sampler = Sampler::new(rows.len(), a.seed);
+    let first = progress.global_step;
+    let pb = ProgressBar::new(total as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
+            .expect("static template"),
+    );
+    pb.set_position(first as u64);
+    let start = Instant::now();
+    let start_tokens = progress.tokens;
+    let tps = |p: &Progress| (p.tokens - start_tokens) as f64 / start.elapsed().as_secs_f64();
+    let set_training = |on: bool| {
+        if let Some(l) = &model.lora {
+            l.set_training(on);
+        }
+    };
+    let eval_entry = |progress: &Progress| -> anyhow::Result<serde_json::Value> {
+        let mut e = json!({
+            "epoch": progress.global_step as f64 / steps_per_epoch as f64,
+            "step": progress.global_step,
+        });
+        for (k, v) in evaluate(op, eval_rows, cfg)? {
+            e[k] = v.into();
+        }
+        Ok(e)
+    };
+    for step in first..total {
+        if opts.stop_after.is_some_and(|k| step - first == k) {
+            pb.finish_and_clear();
+            info.save_checkpoint(out, &opt, &progress, tps(&progress))?;
+            return Ok(Finish::Stopped(progress));
+        }
+        let batch: Vec<&SelfJudgeRow> = (0..per_step)
+            .map(|_| &rows[sampler.next(&mut progress)])
+            .collect();
+        set_training(false);
+        let seed = a.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let samples = op.sample(&batch, seed)?;
+        let judged = op.judge_samples(&batch, samples)?;
+        let mut chosen: Vec<Example> = Vec::with_capacity(per_step);
+        let mut rejected: Vec<Example> = Vec::with_capacity(per_step);
+        for (row, jp) in batch.iter().zip(&judged) {
+            let q = op.query_ids(&row.query)?;
+            let (w, l) = jp.ordered();
+            chosen.push(op.sequence(&q, w));
+            rejected.push(op.sequence(&q, l));
+            progress.tokens += chosen.last().map_or(0, |e| e.input_ids.len())
+                + rejected.last().map_or(0, |e| e.input_ids.len());
+            if let Some(w) = pairs_log.as_mut() {
+                let v = &jp.verdict;
+                let line = json!({
+                    "step": step + 1,
+                    "query": row.query,
+                    "context": row.context,
+                    "response_a": jp.texts[0],
+                    "response_b": jp.texts[1],
+                    "winner": if v.winner == Side::A { "a" } else { "b" },
+                    "score_a": v.score_a,
+                    "score_b": v.score_b,
+                    "consistent": v.consistent,
+                });
+                writeln!(w, "{line}")?;
+            }
+        }
+        set_training(!args.disable_dropout);
+        let mut loss = None;
+        let mut parts = Vec::new();
+        let bs = a.per_device_train_batch_size;
+        for (c, r) in chosen.chunks(bs).zip(rejected.chunks(bs)) {
+            let (sum, stats) = dpo_batch(op, c, r, args)?;
+            let l = (sum / per_step as f64)?;
+            loss = Some(match loss {
+                None => l,
+                Some(acc) => (acc + l)?,
+            });
+            parts.push(stats);
+        }
+        set_training(false);
+        let loss = loss.expect("at least one micro-batch");
+        let mut grads = loss.backward()?;
+        let grad_norm = clip_grads(&vars, &mut grads, a.max_grad_norm)?;
+        opt.update(&vars, &grads, schedule.lr_at(step))?;
+        let done = step + 1;
+        progress.global_step = done;
+        let stats = merge_stats(parts);
+        let mut metrics = stats.metrics("");
+        let consistent = judged.iter().filter(|j| j.verdict.consistent).count();
+        metrics.push((
+            "judge/consistent".into(),
+            consistent as f64 / judged.len() as f64,
+        ));
+        let m: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        progress.accumulate(&m);
+        pb.set_position(done as u64);
+        pb.set_message(format!(
+            "loss {:.4} margin {:.3} {:.0} tok/s",
+            stats.loss,
+            metrics[4].1,
+            tps(&progress)
+        ));
+        if done % a.logging_steps == 0 || done == total {
+            let mut entry = json!({
+                "grad_norm": grad_norm,
+                "learning_rate": schedule.lr_at(done),
+                "epoch": done as f64 / steps_per_epoch as f64,
+                "step": done,
+            });
+            for (k, v) in progress.take_window() {
+                entry[k] = v.into();
+            }
+            progress.log_history.push(entry);
+        }
+        if a.eval_steps.is_some_and(|e| done % e == 0) && done < total {
+            let e = eval_entry(&progress)?;
+            progress.log_history.push(e);
+        }
+        if save_every.is_some_and(|s| done % s == 0) {
+            info.save_checkpoint(out, &opt, &progress, tps(&progress))?;
+        }
+    }
+    pb.finish_and_clear();
+    let e = eval_entry(&progress)?;
+    eprintln!(
+        "eval: loss {:.4} rewards/accuracies {:.3} rewards/margins {:.4}",
+        e["eval_loss"], e["eval_rewards/accuracies"], e["eval_rewards/margins"]
+    );
+    progress.log_history.push(e);
+    info.save_final(out, &progress, tps(&progress))?;
+    Ok(Finish::Done(progress))
+}

@@ -1,0 +1,226 @@
+//! `training self-judge` end to end on the synthetic arithmetic task, starting from the
+//! committed JSFT checkpoint `tests/fixtures/synthetic/arith-jsft`: the logged pairs are
+//! what the judge core returns; LoRA's reference is the base model; resume is exact;
+//! bad configs fail.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::Var;
+use self_judge::engine::scorer::DirectScorer;
+use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
+use self_judge::model::{LoadOptions, LoadedModel};
+use training::lora::LoraSpec;
+use training::loss::{sequence_logps, Example, IGNORE};
+use training::model::TrainModel;
+
+use common::root;
+
+fn fixture() -> PathBuf {
+    root().join("tests/fixtures/synthetic/arith-jsft")
+}
+
+/// The committed self-judge config with paths made absolute and output in `dir`.
+fn config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_self_judge.yaml"))
+            .unwrap()
+            .replace(
+                "\"target/arith-self-judge\"",
+                &format!("{:?}", dir.join("out")),
+            )
+            .replace("\"tests/", &format!("\"{}/tests/", root().display()));
+    let p = dir.join("sj.yaml");
+    std::fs::write(&p, edit(text)).unwrap();
+    p
+}
+
+fn self_judge(cfg: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_training"))
+        .arg("self-judge")
+        .arg("--config")
+        .arg(cfg)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    err
+}
+
+#[test]
+fn logged_pairs_are_the_judge_cores_verdicts_of_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), |t| t.replace("max_steps: 60", "max_steps: 3"));
+    let log = dir.path().join("pairs.jsonl");
+    ok(self_judge(&cfg, &["--pairs-log", log.to_str().unwrap()]));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3 * 8);
+    // LoRA: the judge is the JSFT model itself (adapters off).
+    let m = LoadedModel::load(&fixture(), &LoadOptions::default()).unwrap();
+    let judge = Judge::new(
+        &m,
+        &JudgeConfig::from_file(&cfg).unwrap(),
+        &JudgeOptions::default(),
+    )
+    .unwrap();
+    let pairs: Vec<Pair> = lines
+        .iter()
+        .map(|l| Pair {
+            context: l["context"].as_str().unwrap().into(),
+            response_a: l["response_a"].as_str().unwrap().into(),
+            response_b: l["response_b"].as_str().unwrap().into(),
+        })
+        .collect();
+    let scorer = DirectScorer {
+        decoder: &m.decoder,
+        token_ids: judge.token_ids,
+        max_batch_tokens: 4096,
+    };
+    let verdicts = judge.judge(&pairs, &scorer).unwrap();
+    for (l, v) in lines.iter().zip(&verdicts) {
+        let w = if v.winner == Side::A { "a" } else { "b" };
+        assert_eq!(l["winner"], w, "{l}");
+        assert!(
+            (l["score_a"].as_f64().unwrap() - v.score_a).abs() < 1e-5,
+            "{l}"
+        );
+        assert!(
+            (l["score_b"].as_f64().unwrap() - v.score_b).abs() < 1e-5,
+            "{l}"
+        );
+        assert!(l["context"].as_str().unwrap().starts_with("User: What is"));
+    }
+}
+
+#[test]
+fn lora_reference_log_probs_are_the_base_models() {
+    let spec = LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: vec!["all-linear".into()],
+    }
+    .validate()
+    .unwrap();
+    let with = TrainModel::load(&fixture(), Some((&spec, 3))).unwrap();
+    let base = TrainModel::load(&fixture(), None).unwrap();
+    for (_, v) in &with.vars {
+        let v: &Var = v;
+        v.set(&v.randn_like(0.0, 0.2).unwrap()).unwrap();
+    }
+    let ids = base
+        .tokenizer
+        .encode(
+            "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>",
+            true,
+        )
+        .unwrap();
+    let mut labels: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+    let n = labels.len();
+    labels[..n - 2].iter_mut().for_each(|l| *l = IGNORE);
+    let ex = Example {
+        input_ids: ids,
+        labels,
+    };
+    let lp = |m: &TrainModel| -> f32 {
+        sequence_logps(&m.decoder, &[&ex])
+            .unwrap()
+            .0
+            .to_vec1::<f32>()
+            .unwrap()[0]
+    };
+    let reference = with.without_adapters(|| lp(&with));
+    assert_eq!(reference, lp(&base), "adapters off == base model, exactly");
+    assert!(
+        (lp(&with) - reference).abs() > 1e-4,
+        "adapters on change the policy"
+    );
+}
+
+#[test]
+fn resumed_self_judge_run_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let edit = |t: String| {
+        t.replace("max_steps: 60", "max_steps: 6").replace(
+            "save_strategy: \"no\"",
+            "save_strategy: \"steps\"\n  save_steps: 2",
+        )
+    };
+    ok(self_judge(&config(&a, edit), &[]));
+    let cb = config(&b, edit);
+    assert!(ok(self_judge(&cb, &["--stop-after", "3"])).contains("stopped after step 3"));
+    assert!(ok(self_judge(&cb, &["--resume"])).contains("(step 3)"));
+    for f in ["adapter/adapter_model.safetensors", "model.safetensors"] {
+        assert!(
+            std::fs::read(a.join("out").join(f)).unwrap()
+                == std::fs::read(b.join("out").join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+}
+
+/// A config rewrite.
+type Edit = Box<dyn Fn(String) -> String>;
+
+#[test]
+fn bad_self_judge_configs_fail_naming_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_rows = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad_rows,
+        "{\"chosen\": \"\\n\\nHuman: hi\\n\\nAssistant: yo\"}\n",
+    )
+    .unwrap();
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|t: String| t.replace("\"sigmoid\"", "\"kto\"")),
+            "`self_judge_args.loss_type` \"kto\" is not supported",
+        ),
+        (
+            Box::new(|t: String| t.replace("beta: 0.1", "beta: 0.1\n  token_id_a: 5")),
+            "token_id_b",
+        ),
+        (
+            Box::new(|t: String| {
+                t.replace("beta: 0.1", "beta: 0.1\n  token_id_a: 5\n  token_id_b: 6")
+            }),
+            "differ from the ids",
+        ),
+        (
+            Box::new(move |t: String| {
+                t.replace(
+                    &format!(
+                        "{}/tests/fixtures/synthetic/arith_sj_train.jsonl",
+                        root().display()
+                    ),
+                    bad_rows.to_str().unwrap(),
+                )
+            }),
+            "rejected",
+        ),
+        (
+            Box::new(|t: String| t.replace("beta: 0.1", "beta: 0.1\n  top_q: 1")),
+            "unknown key `self_judge_args.top_q`",
+        ),
+    ];
+    for (edit, want) in cases {
+        let out = self_judge(&config(dir.path(), edit), &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{want}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+}
+
