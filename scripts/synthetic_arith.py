@@ -46,4 +46,23 @@ sj_heldout = [sj_row(a, b) for a, b in questions[15:]]
 (out / "arith_sj_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sj_heldout))
 (out / "arith_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
 (out / "arith_heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in heldout))
+# A style variant for self-judge: the oracle wants the bare sum. JSFT rows per question:
+# 4 x (bare sum over a wrong digit), 3 x ("The answer is <sum>" over "The answer is
+# <wrong>"), 2 x (bare sum over "The answer is <sum>"). SFT on the chosen texts leaves a
+# policy that answers verbosely about a third of the time, a flaw shared by every
+# question; the judge has seen that the bare answer is preferred.
+style = []
+for a in range(5):
+    for b in range(5):
+        s = a + b
+        q = f"What is {a} + {b}?"
+        wrong = [w for w in range(10) if w != s]
+        rng.shuffle(wrong)
+        pairs = [(str(s), str(w)) for w in wrong[:4]]
+        pairs += [(f"The answer is {s}", f"The answer is {w}") for w in wrong[4:7]]
+        pairs += [(str(s), f"The answer is {s}")] * 2
+        for c, r in pairs:
+            style.append({"chosen": f"\n\nHuman: {q}\n\nAssistant: {c}", "rejected": f"\n\nHuman: {q}\n\nAssistant: {r}"})
+rng.shuffle(style)
+(out / "arith_style_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in style))
 print(len(train), "training rows,", len(heldout), "held-out pairs,", len(sj_train), "+", len(sj_heldout), "self-judge prompts in", out)
