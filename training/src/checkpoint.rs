@@ -41,7 +41,7 @@ impl Checkpoint<'_> {
             .into_iter()
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
-        candle_core::safetensors::save(&map, dir.join("model.safetensors"))?;
+        save_tensors(&map, &dir.join("model.safetensors"))?;
         let tok_json = self
             .tokenizer
             .inner()
@@ -93,6 +93,19 @@ pub fn atomic_dir(
         std::fs::remove_dir_all(&old)?;
     } else {
         std::fs::rename(&tmp, dir)?;
+    }
+    Ok(())
+}
+
+/// Saves tensors as safetensors readable by everyone (the writer creates files 0600,
+/// which a server running as another user, e.g. in a container, could not read).
+pub fn save_tensors(map: &HashMap<String, Tensor>, path: &Path) -> anyhow::Result<()> {
+    candle_core::safetensors::save(map, path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
     }
     Ok(())
 }

@@ -225,7 +225,7 @@ impl Adapters {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_detached_tensor()))
             .collect();
-        candle_core::safetensors::save(&map, dir.join("adapter_model.safetensors"))?;
+        crate::checkpoint::save_tensors(&map, &dir.join("adapter_model.safetensors"))?;
         Ok(())
     }
 

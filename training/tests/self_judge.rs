@@ -108,7 +108,7 @@ fn logged_pairs_are_the_judge_cores_verdicts_of_the_reference() {
     let log = dir.path().join("pairs.jsonl");
     ok(self_judge(&cfg, &["--pairs-log", log.to_str().unwrap()]));
     // LoRA: the judge is the JSFT model itself (adapters off), for all 3 steps.
-    check_pairs_log(&log, &cfg, &fixture(), 3 * 8);
+    check_pairs_log(&log, &cfg, &fixture(), 3 * 16);
 }
 
 #[test]
@@ -149,8 +149,8 @@ fn a_jsft_adapter_is_merged_before_self_judge_training() {
     let log = sj.join("pairs.jsonl");
     ok(self_judge(&cfg, &["--pairs-log", log.to_str().unwrap()]));
     // The judge (reference) is the merged JSFT model, not the fixture it started from.
-    check_pairs_log(&log, &cfg, &merged, 8);
-    let (_, diff) = rejudge_pairs_log(&log, &cfg, &fixture(), 8);
+    check_pairs_log(&log, &cfg, &merged, 16);
+    let (_, diff) = rejudge_pairs_log(&log, &cfg, &fixture(), 16);
     assert!(
         diff > 1e-3,
         "the adapter must matter for this check: {diff}"

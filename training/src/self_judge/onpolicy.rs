@@ -133,11 +133,7 @@ impl<'a> OnPolicy<'a> {
     }
 
     /// Two samples per row from the current policy; `seed` makes the step reproducible.
-    pub fn sample(
-        &self,
-        rows: &[&SelfJudgeRow],
-        seed: u64,
-    ) -> anyhow::Result<Vec<[Sample; 2]>> {
+    pub fn sample(&self, rows: &[&SelfJudgeRow], seed: u64) -> anyhow::Result<Vec<[Sample; 2]>> {
         let reqs = rows
             .iter()
             .enumerate()
