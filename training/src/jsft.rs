@@ -3,21 +3,17 @@
 //! resumable from its `checkpoint-<step>` folders.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use self_judge::judge::JudgeConfig;
 use self_judge::tokenizer::ChatTemplate;
-use serde_json::json;
 
 use crate::config::TrainConfig;
 use crate::data::jsft::{BuildStats, JsftBuilder};
 use crate::loss::{lm_loss, Example};
 use crate::model::TrainModel;
-use crate::optim::{clip_grads, AdamW, Schedule, ScheduleKind};
-use crate::outputs::{latest_checkpoint, restore, RunInfo};
-use crate::progress::{Progress, Sampler};
+use crate::progress::Progress;
+use crate::trainer::Loop;
 
 /// How one invocation runs beyond the config.
 #[derive(Debug, Clone, Default)]
@@ -139,122 +135,34 @@ pub fn train(
     chat_template: &str,
     opts: &RunOptions,
 ) -> anyhow::Result<Finish> {
-    let a = &cfg.training;
-    let out = &a.output_dir;
-    let per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps;
-    let steps_per_epoch = examples.len().div_ceil(per_step);
-    let total = a
-        .max_steps
-        .unwrap_or_else(|| (a.num_train_epochs * steps_per_epoch as f64).ceil() as usize)
-        .max(1);
-    let schedule = Schedule::new(
-        ScheduleKind::parse(&a.lr_scheduler_type)?,
-        a.learning_rate,
-        total,
-        a.warmup_steps,
-        a.warmup_ratio,
-    );
-    let vars: Vec<candle_core::Var> = model.vars.iter().map(|(_, v)| v.clone()).collect();
-    let mut opt = AdamW::new(&vars, a.weight_decay)?;
-    let save_every = match a.save_strategy.as_str() {
-        "steps" => Some(a.save_steps.unwrap_or(500).max(1)),
-        "epoch" => Some(steps_per_epoch),
-        _ => None,
-    };
-    let info = RunInfo {
-        model,
-        chat_template,
-        base_model: cfg.model_path.display().to_string(),
-        steps_per_epoch,
-        total_steps: total,
-        batch_size: a.per_device_train_batch_size,
-        logging_steps: a.logging_steps,
-        save_steps: save_every,
-        plot_keys: &["loss"],
-    };
-    let mut progress = Progress::default();
-    if opts.resume {
-        match latest_checkpoint(out)? {
-            Some(ck) => {
-                progress = restore(&ck, model, &mut opt)?;
-                eprintln!(
-                    "resuming from {} (step {})",
-                    ck.display(),
-                    progress.global_step
-                );
-            }
-            None => eprintln!(
-                "--resume: no checkpoint in {}, starting fresh",
-                out.display()
-            ),
-        }
-    }
-    let mut sampler = Sampler::new(examples.len(), a.seed);
+    let mut run = Loop::new(model, examples.len(), cfg, chat_template, opts, &["loss"])?;
+    let micro_size = cfg.training.per_device_train_batch_size;
     if let Some(l) = &model.lora {
         l.set_training(true);
     }
-    let first = progress.global_step;
-    let pb = ProgressBar::new(total as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
-            .expect("static template"),
-    );
-    pb.set_position(first as u64);
-    let start = Instant::now();
-    let start_tokens = progress.tokens;
-    let tps = |p: &Progress| (p.tokens - start_tokens) as f64 / start.elapsed().as_secs_f64();
-    for step in first..total {
-        if opts.stop_after.is_some_and(|k| step - first == k) {
-            pb.finish_and_clear();
-            progress.dropout_counter = model.lora.as_ref().map_or(0, |l| l.dropout_counter());
-            info.save_checkpoint(out, &opt, &progress, tps(&progress))?;
-            return Ok(Finish::Stopped(progress));
+    for step in run.steps() {
+        if let Some(f) = run.stop_before(step)? {
+            return Ok(f);
         }
-        let batch: Vec<&Example> = (0..per_step)
-            .map(|_| &examples[sampler.next(&mut progress)])
-            .collect();
+        let batch: Vec<&Example> = run.next_batch().into_iter().map(|i| &examples[i]).collect();
         let targets: usize = batch.iter().map(|e| e.num_targets()).sum();
         let mut loss = None;
-        for micro in batch.chunks(a.per_device_train_batch_size) {
+        for micro in batch.chunks(micro_size) {
             let l = lm_loss(&model.decoder, micro, targets)?;
             loss = Some(match loss {
                 None => l,
                 Some(acc) => (acc + l)?,
             });
-            progress.tokens += micro.iter().map(|e| e.input_ids.len()).sum::<usize>();
+            run.progress.tokens += micro.iter().map(|e| e.input_ids.len()).sum::<usize>();
         }
         let loss = loss.expect("at least one micro-batch");
         let value = loss.to_scalar::<f32>()? as f64;
         let mut grads = loss.backward()?;
-        let grad_norm = clip_grads(&vars, &mut grads, a.max_grad_norm)?;
-        opt.update(&vars, &grads, schedule.lr_at(step))?;
-        let done = step + 1;
-        progress.global_step = done;
-        progress.accumulate(&[("loss", value)]);
-        pb.set_position(done as u64);
-        pb.set_message(format!("loss {value:.4} {:.0} tok/s", tps(&progress)));
-        if done % a.logging_steps == 0 || done == total {
-            let mut entry = json!({
-                "grad_norm": grad_norm,
-                "learning_rate": schedule.lr_at(done),
-                "epoch": done as f64 / steps_per_epoch as f64,
-                "step": done,
-            });
-            for (k, v) in progress.take_window() {
-                entry[k] = v.into();
-            }
-            progress.log_history.push(entry);
-        }
-        if save_every.is_some_and(|s| done % s == 0) {
-            progress.dropout_counter = model.lora.as_ref().map_or(0, |l| l.dropout_counter());
-            info.save_checkpoint(out, &opt, &progress, tps(&progress))?;
-        }
+        run.update(step, &mut grads, &[("loss", value)])?;
+        run.maybe_save()?;
     }
-    pb.finish_and_clear();
     if let Some(l) = &model.lora {
         l.set_training(false);
     }
-    progress.dropout_counter = model.lora.as_ref().map_or(0, |l| l.dropout_counter());
-    info.save_final(out, &progress, tps(&progress))?;
-    Ok(Finish::Done(progress))
+    run.finish()
 }

@@ -16,3 +16,4 @@ pub mod outputs;
 pub mod plot;
 pub mod progress;
 pub mod self_judge;
+pub mod trainer;

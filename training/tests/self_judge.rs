@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::Var;
@@ -16,42 +16,7 @@ use training::lora::LoraSpec;
 use training::loss::{sequence_logps, Example, IGNORE};
 use training::model::TrainModel;
 
-use common::root;
-
-fn fixture() -> PathBuf {
-    root().join("tests/fixtures/synthetic/arith-jsft")
-}
-
-/// The committed self-judge config with paths made absolute and output in `dir`.
-fn config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text =
-        std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_self_judge.yaml"))
-            .unwrap()
-            .replace(
-                "\"target/arith-self-judge\"",
-                &format!("{:?}", dir.join("out")),
-            )
-            .replace("\"tests/", &format!("\"{}/tests/", root().display()));
-    let p = dir.join("sj.yaml");
-    std::fs::write(&p, edit(text)).unwrap();
-    p
-}
-
-fn self_judge(cfg: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_training"))
-        .arg("self-judge")
-        .arg("--config")
-        .arg(cfg)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: std::process::Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{err}");
-    err
-}
+use common::{arith_jsft as fixture, ok, root, self_judge, self_judge_config as config};
 
 /// Re-judges the logged pairs with the judge core on `judge_model`; returns how many
 /// logged winners differ and the largest score difference.

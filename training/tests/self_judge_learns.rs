@@ -8,50 +8,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use self_judge::engine::generate::{generate, GenerationRequest};
 use self_judge::engine::sampling::SamplingParams;
 use self_judge::model::{LoadOptions, LoadedModel};
 use self_judge::tokenizer::ChatMessage;
 
-use common::root;
-
-fn fixture() -> PathBuf {
-    root().join("tests/fixtures/synthetic/arith-jsft")
-}
-
-/// The committed self-judge config with paths made absolute and output in `dir`.
-fn config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let text =
-        std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_self_judge.yaml"))
-            .unwrap()
-            .replace(
-                "\"target/arith-self-judge\"",
-                &format!("{:?}", dir.join("out")),
-            )
-            .replace("\"tests/", &format!("\"{}/tests/", root().display()));
-    let p = dir.join("sj.yaml");
-    std::fs::write(&p, edit(text)).unwrap();
-    p
-}
-
-fn ok(out: std::process::Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{err}");
-    err
-}
-
-fn self_judge(cfg: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_training"))
-        .arg("self-judge")
-        .arg("--config")
-        .arg(cfg)
-        .args(extra)
-        .output()
-        .unwrap()
-}
+use common::{arith_jsft as fixture, ok, root, self_judge, self_judge_config as config};
 
 /// Questions (a, b) of an HH-format prompt file.
 fn questions(file: &str) -> Vec<(u32, u32)> {

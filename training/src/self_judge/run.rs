@@ -2,10 +2,8 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use self_judge::judge::verdict::Side;
 use self_judge::judge::JudgeConfig;
 use self_judge::tokenizer::ChatTemplate;
@@ -19,9 +17,7 @@ use crate::data::self_judge::{hh_rows, json_rows, uf_rows, SelfJudgeRow};
 use crate::jsft::{read_jsonl, Finish, RunOptions};
 use crate::loss::Example;
 use crate::model::TrainModel;
-use crate::optim::{clip_grads, AdamW, Schedule, ScheduleKind};
-use crate::outputs::{latest_checkpoint, restore, RunInfo};
-use crate::progress::{Progress, Sampler};
+use crate::trainer::Loop;
 
 fn rows_of(
     cfg: &TrainConfig,
@@ -173,107 +169,42 @@ pub fn train(
     let a = &cfg.training;
     let args = cfg.self_judge.as_ref().context("self_judge_args missing")?;
     let model = op.model;
-    let out = &a.output_dir;
-    let per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps;
-    let steps_per_epoch = rows.len().div_ceil(per_step);
-    let total = a
-        .max_steps
-        .unwrap_or_else(|| (a.num_train_epochs * steps_per_epoch as f64).ceil() as usize)
-        .max(1);
-    let schedule = Schedule::new(
-        ScheduleKind::parse(&a.lr_scheduler_type)?,
-        a.learning_rate,
-        total,
-        a.warmup_steps,
-        a.warmup_ratio,
-    );
-    let vars: Vec<candle_core::Var> = model.vars.iter().map(|(_, v)| v.clone()).collect();
-    let mut opt = AdamW::new(&vars, a.weight_decay)?;
-    let save_every = match a.save_strategy.as_str() {
-        "steps" => Some(a.save_steps.unwrap_or(500).max(1)),
-        "epoch" => Some(steps_per_epoch),
-        _ => None,
-    };
-    let info = RunInfo {
-        model,
-        chat_template,
-        base_model: cfg.model_path.display().to_string(),
-        steps_per_epoch,
-        total_steps: total,
-        batch_size: a.per_device_train_batch_size,
-        logging_steps: a.logging_steps,
-        save_steps: save_every,
-        plot_keys: &[
-            "loss",
-            "rewards/margins",
-            "rewards/accuracies",
-            "eval_rewards/margins",
-        ],
-    };
-    let mut progress = Progress::default();
-    if opts.resume {
-        match latest_checkpoint(out)? {
-            Some(ck) => {
-                progress = restore(&ck, model, &mut opt)?;
-                eprintln!(
-                    "resuming from {} (step {})",
-                    ck.display(),
-                    progress.global_step
-                );
-            }
-            None => eprintln!(
-                "--resume: no checkpoint in {}, starting fresh",
-                out.display()
-            ),
-        }
-    }
-    let mut sampler = Sampler::new(rows.len(), a.seed);
-    let first = progress.global_step;
-    let pb = ProgressBar::new(total as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
-            .expect("static template"),
-    );
-    pb.set_position(first as u64);
-    let start = Instant::now();
-    let start_tokens = progress.tokens;
-    let tps = |p: &Progress| (p.tokens - start_tokens) as f64 / start.elapsed().as_secs_f64();
+    let plot = [
+        "loss",
+        "rewards/margins",
+        "rewards/accuracies",
+        "eval_rewards/margins",
+    ];
+    let mut run = Loop::new(model, rows.len(), cfg, chat_template, opts, &plot)?;
     let set_training = |on: bool| {
         if let Some(l) = &model.lora {
             l.set_training(on);
         }
     };
-    let eval_entry = |progress: &Progress| -> anyhow::Result<serde_json::Value> {
-        let mut e = json!({
-            "epoch": progress.global_step as f64 / steps_per_epoch as f64,
-            "step": progress.global_step,
-        });
+    let eval_entry = |run: &Loop| -> anyhow::Result<serde_json::Value> {
+        let mut e = run.entry();
         for (k, v) in evaluate(op, eval_rows, cfg)? {
             e[k] = v.into();
         }
         Ok(e)
     };
-    for step in first..total {
-        if opts.stop_after.is_some_and(|k| step - first == k) {
-            pb.finish_and_clear();
-            info.save_checkpoint(out, &opt, &progress, tps(&progress))?;
-            return Ok(Finish::Stopped(progress));
+    for step in run.steps() {
+        if let Some(f) = run.stop_before(step)? {
+            return Ok(f);
         }
-        let batch: Vec<&SelfJudgeRow> = (0..per_step)
-            .map(|_| &rows[sampler.next(&mut progress)])
-            .collect();
+        let batch: Vec<&SelfJudgeRow> = run.next_batch().into_iter().map(|i| &rows[i]).collect();
         set_training(false);
         let seed = a.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let samples = op.sample(&batch, seed)?;
         let judged = op.judge_samples(&batch, samples)?;
-        let mut chosen: Vec<Example> = Vec::with_capacity(per_step);
-        let mut rejected: Vec<Example> = Vec::with_capacity(per_step);
+        let mut chosen: Vec<Example> = Vec::with_capacity(batch.len());
+        let mut rejected: Vec<Example> = Vec::with_capacity(batch.len());
         for (row, jp) in batch.iter().zip(&judged) {
             let q = op.query_ids(&row.query)?;
             let (w, l) = jp.ordered();
             chosen.push(op.sequence(&q, w));
             rejected.push(op.sequence(&q, l));
-            progress.tokens += chosen.last().map_or(0, |e| e.input_ids.len())
+            run.progress.tokens += chosen.last().map_or(0, |e| e.input_ids.len())
                 + rejected.last().map_or(0, |e| e.input_ids.len());
             if let Some(w) = pairs_log.as_mut() {
                 let v = &jp.verdict;
@@ -297,7 +228,7 @@ pub fn train(
         let bs = a.per_device_train_batch_size;
         for (c, r) in chosen.chunks(bs).zip(rejected.chunks(bs)) {
             let (sum, stats) = dpo_batch(op, c, r, args)?;
-            let l = (sum / per_step as f64)?;
+            let l = (sum / batch.len() as f64)?;
             loss = Some(match loss {
                 None => l,
                 Some(acc) => (acc + l)?,
@@ -305,55 +236,29 @@ pub fn train(
             parts.push(stats);
         }
         set_training(false);
-        let loss = loss.expect("at least one micro-batch");
-        let mut grads = loss.backward()?;
-        let grad_norm = clip_grads(&vars, &mut grads, a.max_grad_norm)?;
-        opt.update(&vars, &grads, schedule.lr_at(step))?;
-        let done = step + 1;
-        progress.global_step = done;
-        let stats = merge_stats(parts);
-        let mut metrics = stats.metrics("");
+        let mut grads = loss.expect("at least one micro-batch").backward()?;
+        let mut metrics = merge_stats(parts).metrics("");
         let consistent = judged.iter().filter(|j| j.verdict.consistent).count();
         metrics.push((
             "judge/consistent".into(),
             consistent as f64 / judged.len() as f64,
         ));
+        // The bar shows the loss and the reward margin first.
+        metrics.swap(1, 4);
         let m: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        progress.accumulate(&m);
-        pb.set_position(done as u64);
-        pb.set_message(format!(
-            "loss {:.4} margin {:.3} {:.0} tok/s",
-            stats.loss,
-            metrics[4].1,
-            tps(&progress)
-        ));
-        if done % a.logging_steps == 0 || done == total {
-            let mut entry = json!({
-                "grad_norm": grad_norm,
-                "learning_rate": schedule.lr_at(done),
-                "epoch": done as f64 / steps_per_epoch as f64,
-                "step": done,
-            });
-            for (k, v) in progress.take_window() {
-                entry[k] = v.into();
-            }
-            progress.log_history.push(entry);
+        run.update(step, &mut grads, &m)?;
+        let done = step + 1;
+        if a.eval_steps.is_some_and(|e| done.is_multiple_of(e)) && done < run.info.total_steps {
+            let e = eval_entry(&run)?;
+            run.progress.log_history.push(e);
         }
-        if a.eval_steps.is_some_and(|e| done % e == 0) && done < total {
-            let e = eval_entry(&progress)?;
-            progress.log_history.push(e);
-        }
-        if save_every.is_some_and(|s| done % s == 0) {
-            info.save_checkpoint(out, &opt, &progress, tps(&progress))?;
-        }
+        run.maybe_save()?;
     }
-    pb.finish_and_clear();
-    let e = eval_entry(&progress)?;
+    let e = eval_entry(&run)?;
     eprintln!(
         "eval: loss {:.4} rewards/accuracies {:.3} rewards/margins {:.4}",
         e["eval_loss"], e["eval_rewards/accuracies"], e["eval_rewards/margins"]
     );
-    progress.log_history.push(e);
-    info.save_final(out, &progress, tps(&progress))?;
-    Ok(Finish::Done(progress))
+    run.progress.log_history.push(e);
+    run.finish()
 }

@@ -57,3 +57,42 @@ pub fn arith_config(dir: &Path, steps: Option<usize>) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// The committed JSFT checkpoint the self-judge tests start from.
+pub fn arith_jsft() -> PathBuf {
+    root().join("tests/fixtures/synthetic/arith-jsft")
+}
+
+/// Writes `dir/sj.yaml`: the committed self-judge config with absolute paths, output
+/// `dir/out`, rewritten by `edit`.
+pub fn self_judge_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/synthetic/arith_self_judge.yaml"))
+            .unwrap()
+            .replace(
+                "\"target/arith-self-judge\"",
+                &format!("{:?}", dir.join("out")),
+            )
+            .replace("\"tests/", &format!("\"{}/tests/", root().display()));
+    let p = dir.join("sj.yaml");
+    std::fs::write(&p, edit(text)).unwrap();
+    p
+}
+
+/// Runs `training self-judge --config cfg extra...`.
+pub fn self_judge(cfg: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_training"))
+        .arg("self-judge")
+        .arg("--config")
+        .arg(cfg)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// Asserts success and returns stderr.
+pub fn ok(out: std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    err
+}

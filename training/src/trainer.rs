@@ -1,0 +1,228 @@
+//! The loop machinery JSFT and self-judge share: the step plan from `training_args`,
+//! resuming, the optimizer step with clipping and the schedule, HF-style logging, the
+//! progress bar, checkpoints per `save_strategy` and the final save.
+
+use std::time::Instant;
+
+use candle_core::backprop::GradStore;
+use candle_core::Var;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use crate::config::TrainConfig;
+use crate::jsft::{Finish, RunOptions};
+use crate::model::TrainModel;
+use crate::optim::{clip_grads, AdamW, Schedule, ScheduleKind};
+use crate::outputs::{latest_checkpoint, restore, RunInfo};
+use crate::progress::{Progress, Sampler};
+
+/// One run's optimizer, schedule, position and outputs.
+pub struct Loop<'a> {
+    pub info: RunInfo<'a>,
+    pub progress: Progress,
+    cfg: &'a TrainConfig,
+    opts: RunOptions,
+    schedule: Schedule,
+    vars: Vec<Var>,
+    opt: AdamW,
+    sampler: Sampler,
+    /// Items per optimizer step (batch size x accumulation steps).
+    pub per_step: usize,
+    first: usize,
+    pb: ProgressBar,
+    start: Instant,
+    start_tokens: usize,
+}
+
+impl<'a> Loop<'a> {
+    /// Plans `n_items` items per pass (steps from `max_steps` or `num_train_epochs`) and
+    /// restores the newest checkpoint with `--resume`.
+    pub fn new(
+        model: &'a TrainModel,
+        n_items: usize,
+        cfg: &'a TrainConfig,
+        chat_template: &'a str,
+        opts: &RunOptions,
+        plot_keys: &'a [&'a str],
+    ) -> anyhow::Result<Self> {
+        let a = &cfg.training;
+        let per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps;
+        let steps_per_epoch = n_items.div_ceil(per_step);
+        let total = a
+            .max_steps
+            .unwrap_or_else(|| (a.num_train_epochs * steps_per_epoch as f64).ceil() as usize)
+            .max(1);
+        let schedule = Schedule::new(
+            ScheduleKind::parse(&a.lr_scheduler_type)?,
+            a.learning_rate,
+            total,
+            a.warmup_steps,
+            a.warmup_ratio,
+        );
+        let vars: Vec<Var> = model.vars.iter().map(|(_, v)| v.clone()).collect();
+        let mut opt = AdamW::new(&vars, a.weight_decay)?;
+        let save_every = match a.save_strategy.as_str() {
+            "steps" => Some(a.save_steps.unwrap_or(500).max(1)),
+            "epoch" => Some(steps_per_epoch),
+            _ => None,
+        };
+        let info = RunInfo {
+            model,
+            chat_template,
+            base_model: cfg.model_path.display().to_string(),
+            steps_per_epoch,
+            total_steps: total,
+            batch_size: a.per_device_train_batch_size,
+            logging_steps: a.logging_steps,
+            save_steps: save_every,
+            plot_keys,
+        };
+        let out = &a.output_dir;
+        let mut progress = Progress::default();
+        if opts.resume {
+            match latest_checkpoint(out)? {
+                Some(ck) => {
+                    progress = restore(&ck, model, &mut opt)?;
+                    let step = progress.global_step;
+                    eprintln!("resuming from {} (step {step})", ck.display());
+                }
+                None => eprintln!(
+                    "--resume: no checkpoint in {}, starting fresh",
+                    out.display()
+                ),
+            }
+        }
+        let pb = ProgressBar::new(total as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} eta {eta}")
+                .expect("static template"),
+        );
+        pb.set_position(progress.global_step as u64);
+        Ok(Self {
+            info,
+            first: progress.global_step,
+            start_tokens: progress.tokens,
+            progress,
+            cfg,
+            opts: opts.clone(),
+            schedule,
+            vars,
+            opt,
+            sampler: Sampler::new(n_items, a.seed),
+            per_step,
+            pb,
+            start: Instant::now(),
+        })
+    }
+
+    /// The optimizer steps still to run.
+    pub fn steps(&self) -> std::ops::Range<usize> {
+        self.first..self.info.total_steps
+    }
+
+    /// Training tokens per second in this invocation.
+    pub fn tokens_per_second(&self) -> f64 {
+        (self.progress.tokens - self.start_tokens) as f64 / self.start.elapsed().as_secs_f64()
+    }
+
+    fn sync_dropout(&mut self) {
+        self.progress.dropout_counter = self
+            .info
+            .model
+            .lora
+            .as_ref()
+            .map_or(0, |l| l.dropout_counter());
+    }
+
+    /// With `--stop-after`, saves a checkpoint and returns the finish when `step` is the
+    /// first step not to run.
+    pub fn stop_before(&mut self, step: usize) -> anyhow::Result<Option<Finish>> {
+        if self.opts.stop_after.is_none_or(|k| step - self.first != k) {
+            return Ok(None);
+        }
+        self.pb.finish_and_clear();
+        self.sync_dropout();
+        let out = &self.cfg.training.output_dir;
+        self.info
+            .save_checkpoint(out, &self.opt, &self.progress, self.tokens_per_second())?;
+        Ok(Some(Finish::Stopped(self.progress.clone())))
+    }
+
+    /// The item indices of the next step's batch.
+    pub fn next_batch(&mut self) -> Vec<usize> {
+        (0..self.per_step)
+            .map(|_| self.sampler.next(&mut self.progress))
+            .collect()
+    }
+
+    /// Clips, updates, records `metrics` (the first two are shown in the bar) and logs
+    /// every `logging_steps`.
+    pub fn update(
+        &mut self,
+        step: usize,
+        grads: &mut GradStore,
+        metrics: &[(&str, f64)],
+    ) -> anyhow::Result<()> {
+        let a = &self.cfg.training;
+        let grad_norm = clip_grads(&self.vars, grads, a.max_grad_norm)?;
+        self.opt
+            .update(&self.vars, grads, self.schedule.lr_at(step))?;
+        let done = step + 1;
+        self.progress.global_step = done;
+        self.progress.accumulate(metrics);
+        self.pb.set_position(done as u64);
+        let shown: Vec<String> = metrics
+            .iter()
+            .take(2)
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect();
+        self.pb.set_message(format!(
+            "{} {:.0} tok/s",
+            shown.join(" "),
+            self.tokens_per_second()
+        ));
+        if done.is_multiple_of(a.logging_steps) || done == self.info.total_steps {
+            let mut entry = self.entry();
+            entry["grad_norm"] = grad_norm.into();
+            entry["learning_rate"] = self.schedule.lr_at(done).into();
+            for (k, v) in self.progress.take_window() {
+                entry[k] = v.into();
+            }
+            self.progress.log_history.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Saves a checkpoint when `save_strategy` asks for one at the current step (call
+    /// after everything the step logs, so a resumed run's history is the same).
+    pub fn maybe_save(&mut self) -> anyhow::Result<()> {
+        let done = self.progress.global_step;
+        if self.info.save_steps.is_some_and(|s| done.is_multiple_of(s)) {
+            self.sync_dropout();
+            let tps = self.tokens_per_second();
+            let out = &self.cfg.training.output_dir;
+            self.info
+                .save_checkpoint(out, &self.opt, &self.progress, tps)?;
+        }
+        Ok(())
+    }
+
+    /// A log entry stamped with the current epoch and step.
+    pub fn entry(&self) -> Value {
+        let done = self.progress.global_step;
+        json!({
+            "epoch": done as f64 / self.info.steps_per_epoch as f64,
+            "step": done,
+        })
+    }
+
+    /// Writes the final model and state into `output_dir`.
+    pub fn finish(mut self) -> anyhow::Result<Finish> {
+        self.pb.finish_and_clear();
+        self.sync_dropout();
+        let tps = self.tokens_per_second();
+        self.info
+            .save_final(&self.cfg.training.output_dir, &self.progress, tps)?;
+        Ok(Finish::Done(self.progress))
+    }
+}
