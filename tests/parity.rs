@@ -113,3 +113,36 @@ fn half_precision_dtypes_stay_close() {
         }
     }
 }
+
+#[test]
+fn batched_attention_path_matches_transformers() {
+    // The accelerator's attention path, run on the CPU: transformers' prompts plus three
+    // copies of the length-17 prompt (one batched run), with and without a KV cache.
+    for name in MODELS {
+        let (mut dec, r) = load(name, DType::F32);
+        dec.set_batched_attention(true);
+        let mut seqs = prompts(&r);
+        let p17 = seqs.iter().find(|p| p.len() == 17).unwrap().clone();
+        seqs.extend([p17.clone(), p17.clone()]);
+        let got: Vec<Vec<f32>> = dec.last_logits(&seqs).unwrap().to_vec2().unwrap();
+        let want = matrix(&r["last_logits"]);
+        let idx17 = prompts(&r).iter().position(|p| p.len() == 17).unwrap();
+        for (i, g) in got.iter().enumerate() {
+            let w = want.get(i).unwrap_or(&want[idx17]);
+            let d = max_abs_diff(g, w);
+            assert!(d < 1e-4, "{name} prompt {i}: max |diff| {d}");
+        }
+        let mut cache = [KvCache::new(dec.cfg.num_hidden_layers)];
+        let head = PackedBatch::new(&[&p17[..10]]).unwrap();
+        dec.forward(&head, Some(&mut cache[..]), Output::Hidden)
+            .unwrap();
+        let tail = PackedBatch::new(&[&p17[10..]]).unwrap();
+        let cached: Vec<Vec<f32>> = dec
+            .forward(&tail, Some(&mut cache[..]), Output::LastLogits)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let d = max_abs_diff(&cached[0], &want[idx17]);
+        assert!(d < 1e-4, "{name} cached: max |diff| {d}");
+    }
+}

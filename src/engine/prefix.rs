@@ -12,7 +12,7 @@
 //! 4. keeps the computed prompts in an LRU cache bounded in bytes for later batches.
 
 use super::metrics::EngineMetrics;
-use super::scorer::{ab_probs, chunk_by_tokens};
+use super::scorer::{ab_probs_rows, chunk_by_tokens};
 use crate::judge::OrderProbs;
 use crate::model::{Decoder, KvCache, ModelError, Output, PackedBatch};
 
@@ -228,15 +228,15 @@ impl PrefixScorer {
     }
 
     /// Runs `seqs` (each continuing its cache) in packed forwards within the token
-    /// budget; returns last-position logits when `logits`, and leaves the caches
-    /// extended.
+    /// budget; returns P(A), P(B) at each last position when `logits`, and leaves the
+    /// caches extended.
     fn run(
         &mut self,
         dec: &Decoder,
         seqs: &[&[u32]],
         caches: &mut [KvCache],
         logits: bool,
-    ) -> Result<Vec<Vec<f32>>, ModelError> {
+    ) -> Result<Vec<OrderProbs>, ModelError> {
         let mut out = Vec::new();
         for r in chunk_by_tokens(seqs, self.max_batch_tokens) {
             let batch = PackedBatch::new(&seqs[r.clone()])?;
@@ -248,7 +248,7 @@ impl PrefixScorer {
             };
             let t = dec.forward(&batch, Some(&mut caches[r]), kind)?;
             if logits {
-                out.extend(t.to_vec2::<f32>()?);
+                out.extend(ab_probs_rows(&t, self.token_ids.0, self.token_ids.1)?);
             }
         }
         Ok(out)
@@ -311,7 +311,7 @@ impl PrefixScorer {
                 }
             }
         }
-        let logits = self.run(dec, &suffixes, &mut caches, true)?;
+        let probs = self.run(dec, &suffixes, &mut caches, true)?;
         for (p, kv) in prompts.iter().zip(caches) {
             self.cache.insert(p.to_vec(), kv);
         }
@@ -322,10 +322,7 @@ impl PrefixScorer {
                 .inc_by((self.stats.reused - before.reused) as u64);
             m.prefix_hits.inc_by((self.stats.hits - before.hits) as u64);
         }
-        Ok(logits
-            .iter()
-            .map(|l| ab_probs(l, self.token_ids.0, self.token_ids.1))
-            .collect())
+        Ok(probs)
     }
 }
 

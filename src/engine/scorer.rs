@@ -1,6 +1,8 @@
 //! Direct execution of judge prompts: packed forward passes bounded by a token budget,
 //! softmax over the whole vocabulary at each last position.
 
+use candle_core::{DType, Tensor};
+
 use super::prefix::{PrefillStats, PrefixScorer};
 use crate::judge::{JudgeError, OrderProbs, Scorer};
 use crate::model::{Decoder, ModelError, PackedBatch};
@@ -14,6 +16,30 @@ pub fn ab_probs(logits: &[f32], token_a: u32, token_b: u32) -> OrderProbs {
         p_a: p(token_a),
         p_b: p(token_b),
     }
+}
+
+/// P(`token_a`), P(`token_b`) for every row of `[n, vocab]` last-position logits. On
+/// the CPU each row comes to the host and [`ab_probs`] takes the softmax in f64; on an
+/// accelerator the softmax runs there in f32 and only the two columns come back.
+pub fn ab_probs_rows(
+    logits: &Tensor,
+    token_a: u32,
+    token_b: u32,
+) -> Result<Vec<OrderProbs>, ModelError> {
+    if logits.device().is_cpu() {
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        return Ok(rows.iter().map(|l| ab_probs(l, token_a, token_b)).collect());
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?;
+    let ids = Tensor::new(&[token_a, token_b], logits.device())?;
+    let ab: Vec<Vec<f32>> = probs.index_select(&ids, 1)?.to_vec2()?;
+    Ok(ab
+        .iter()
+        .map(|r| OrderProbs {
+            p_a: f64::from(r[0]),
+            p_b: f64::from(r[1]),
+        })
+        .collect())
 }
 
 /// Runs prompts on a decoder in packed batches of at most `max_batch_tokens` tokens,
@@ -52,16 +78,10 @@ impl Scorer for DirectScorer<'_> {
         let mut out = Vec::with_capacity(prompts.len());
         for range in chunk_by_tokens(prompts, self.max_batch_tokens) {
             let batch = PackedBatch::new(&prompts[range])?;
-            let logits: Vec<Vec<f32>> = self
+            let logits = self
                 .decoder
-                .forward(&batch, None, crate::model::Output::LastLogits)?
-                .to_vec2()
-                .map_err(ModelError::from)?;
-            out.extend(
-                logits
-                    .iter()
-                    .map(|l| ab_probs(l, self.token_ids.0, self.token_ids.1)),
-            );
+                .forward(&batch, None, crate::model::Output::LastLogits)?;
+            out.extend(ab_probs_rows(&logits, self.token_ids.0, self.token_ids.1)?);
         }
         Ok(out)
     }

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::attention::attend;
+use super::attention::{attend, attend_batched, Masks};
 use super::batch::PackedBatch;
 use super::config::ModelConfig;
 use super::kv::KvCache;
@@ -59,6 +59,12 @@ pub struct Decoder {
     pub lm_head: Linear,
     rotary: Rotary,
     mode: OpsMode,
+    /// Attention through [`attend_batched`] (the accelerator path) rather than
+    /// [`attend`] one sequence at a time (the CPU path).
+    batched_attention: bool,
+    /// Attention softmax in f32 (default) or, on the batched path, in the activation
+    /// dtype.
+    softmax_f32: bool,
     dtype: DType,
     device: Device,
 }
@@ -122,6 +128,8 @@ impl Decoder {
             lm_head,
             rotary: Rotary::new(cfg, dtype, device)?,
             mode: OpsMode::Fused,
+            batched_attention: !device.is_cpu(),
+            softmax_f32: true,
             dtype,
             device: device.clone(),
         })
@@ -135,6 +143,20 @@ impl Decoder {
     /// The current ops mode.
     pub fn mode(&self) -> OpsMode {
         self.mode
+    }
+
+    /// Chooses the attention path: batched (the default on an accelerator: runs of
+    /// equal-length sequences in one product) or one sequence at a time (the default on
+    /// the CPU). Switching lets the accelerator path be checked on the CPU.
+    pub fn set_batched_attention(&mut self, on: bool) {
+        self.batched_attention = on;
+    }
+
+    /// Attention softmax in f32 (the default, as on the CPU path) or, with `false` and
+    /// the batched path, in the activation dtype (bf16: less memory traffic, less
+    /// precision).
+    pub fn set_attention_softmax_f32(&mut self, on: bool) {
+        self.softmax_f32 = on;
     }
 
     /// Activation dtype.
@@ -208,6 +230,8 @@ impl Decoder {
         let pos = Tensor::from_vec(positions, t, &self.device)?;
         let (cos, sin) = self.rotary.tables(&pos)?;
         let mut x = self.embed_tokens.index_select(&ids, 0)?;
+        let mut masks = Masks::new(self.dtype, &self.device);
+        let runs = equal_length_runs(batch);
         let (hq, hkv, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.num_key_value_heads,
@@ -228,24 +252,50 @@ impl Decoder {
                     Rotary::apply_differentiable(&k, &cos, &sin)?,
                 ),
             };
+            let window = layer.sliding_window;
             let mut outs = Vec::with_capacity(n_seqs);
-            for i in 0..n_seqs {
-                let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
-                let qi = q.narrow(0, start, n)?;
-                let ki = k.narrow(0, start, n)?;
-                let vi = v.narrow(0, start, n)?;
-                let (kf, vf) = match caches.as_deref_mut() {
-                    Some(c) => c[i].append(li, &ki, &vi)?,
-                    None => (ki, vi),
-                };
-                outs.push(attend(
-                    &qi,
-                    &kf,
-                    &vf,
-                    past[i],
-                    layer.sliding_window,
-                    self.mode,
-                )?);
+            if self.batched_attention && caches.is_none() {
+                // No caches: runs of equal-length sequences in one batch.
+                for &(first, count) in &runs {
+                    let (start, n) = (batch.cu_seqlens[first], batch.seq_len(first));
+                    let rows = |x: &Tensor, heads: usize| {
+                        x.narrow(0, start, count * n)?
+                            .reshape((count, n, heads, hd))
+                    };
+                    let mask = masks.get(n, 0, window)?;
+                    outs.push(attend_batched(
+                        &rows(&q, hq)?,
+                        &rows(&k, hkv)?,
+                        &rows(&v, hkv)?,
+                        mask.as_ref(),
+                        self.mode,
+                        self.softmax_f32,
+                    )?);
+                }
+            } else {
+                for i in 0..n_seqs {
+                    let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
+                    let qi = q.narrow(0, start, n)?;
+                    let ki = k.narrow(0, start, n)?;
+                    let vi = v.narrow(0, start, n)?;
+                    let (kf, vf) = match caches.as_deref_mut() {
+                        Some(c) => c[i].append(li, &ki, &vi)?,
+                        None => (ki, vi),
+                    };
+                    let mask = masks.get(n, past[i], window)?;
+                    outs.push(if !self.batched_attention {
+                        attend(&qi, &kf, &vf, mask.as_ref(), self.mode)?
+                    } else {
+                        attend_batched(
+                            &qi.unsqueeze(0)?,
+                            &kf.unsqueeze(0)?,
+                            &vf.unsqueeze(0)?,
+                            mask.as_ref(),
+                            self.mode,
+                            self.softmax_f32,
+                        )?
+                    });
+                }
             }
             let attn = if outs.len() == 1 {
                 outs.pop().expect("one output")
@@ -282,6 +332,18 @@ impl Decoder {
     pub fn last_logits<S: AsRef<[u32]>>(&self, seqs: &[S]) -> Result<Tensor> {
         self.forward(&PackedBatch::new(seqs)?, None, Output::LastLogits)
     }
+}
+
+/// Maximal runs of consecutive sequences of equal length, as (first, count).
+fn equal_length_runs(batch: &PackedBatch) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for i in 0..batch.num_seqs() {
+        match runs.last_mut() {
+            Some((first, count)) if batch.seq_len(*first) == batch.seq_len(i) => *count += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    runs
 }
 
 /// Numerically stable softmax over the last dim built from differentiable primitives;

@@ -217,6 +217,20 @@ fn reorder_qtensor_rows(q: &QTensor, order: &[usize]) -> Result<QTensor> {
     Ok(QTensor::new(storage, dims)?)
 }
 
+/// Moves a quantized tensor (read on the CPU) onto `device`, still quantized.
+fn qtensor_to(q: QTensor, device: &Device) -> Result<QTensor> {
+    if device.is_cpu() {
+        return Ok(q);
+    }
+    qtensor_copy(&q, device)
+}
+
+/// A copy of a quantized tensor on `device`.
+fn qtensor_copy(q: &QTensor, device: &Device) -> Result<QTensor> {
+    let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+    Ok(QTensor::new(storage, q.shape().dims().to_vec())?)
+}
+
 /// Weights of a GGUF file addressed by HF names.
 pub struct GgufSource {
     file: GgufFile,
@@ -278,7 +292,10 @@ impl WeightSource for GgufSource {
         let q = self.load_q(&format!("{prefix}.weight"), &[out, inp])?;
         if self.quantized {
             Ok(Linear {
-                weight: LinearWeight::Quantized(QMatMul::from_qtensor(q)?),
+                weight: LinearWeight::Quantized(QMatMul::from_qtensor(qtensor_to(
+                    q,
+                    &self.device,
+                )?)?),
                 bias: None,
                 lora: None,
             })
@@ -292,8 +309,16 @@ impl WeightSource for GgufSource {
 
     fn tied_lm_head(&mut self, embed: &Tensor) -> Result<Linear> {
         match (&self.embed_q, self.quantized) {
-            (Some(q), true) => Ok(Linear {
+            (Some(q), true) if self.device.is_cpu() => Ok(Linear {
                 weight: LinearWeight::Quantized(QMatMul::from_arc(q.clone())?),
+                bias: None,
+                lora: None,
+            }),
+            (Some(q), true) => Ok(Linear {
+                weight: LinearWeight::Quantized(QMatMul::from_qtensor(qtensor_copy(
+                    q,
+                    &self.device,
+                )?)?),
                 bias: None,
                 lora: None,
             }),

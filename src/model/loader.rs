@@ -28,6 +28,7 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// For GGUF: keep matrices quantized (true) or dequantize them to `dtype` (default).
     pub quantized: bool,
+    /// Where weights and activations live (see [`super::parse_device`]).
     pub device: Device,
 }
 

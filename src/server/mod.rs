@@ -124,7 +124,7 @@ fn load(
         model_type: c.model_type.clone(),
         format: format!("{:?}", model.format),
         dtype: format!("{:?}", model.decoder.dtype()).to_lowercase(),
-        device: format!("{:?}", model.decoder.device()).to_lowercase(),
+        device: crate::model::device_name(model.decoder.device()),
         num_parameters: c.num_parameters(),
         max_position_embeddings: ctx,
         config: args.config.display().to_string(),

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The ONE device run of issue 8 (no Rust, no network there): GPU parity checks, the
+# judge-prefill benchmark for the 0.5B and 1.5B shapes, the transformers reference and a
+# CLI smoke run, from the prebuilt binaries that scripts/build-cuda.sh put in gpu-bin/
+# (carry it). Writes at most 8 flat files under $OUT:
+#   nvidia-smi.txt env.txt parity.jsonl bench.jsonl reference.jsonl cli.jsonl
+#   stderr.log summary.txt
+# Usage, from the repository root: OUT=/some/dir bench/gpu/run.sh  (expected 2-3
+# minutes; every step has a timeout, at most ~9 minutes in all: give the device call
+# a timeout_s of about 600).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:?set OUT}"
+BIN="${GPU_BIN:-gpu-bin}"
+mkdir -p "$OUT"
+ERR="$OUT/stderr.log"
+SUMMARY="$OUT/summary.txt"
+: >"$ERR"
+: >"$SUMMARY"
+T0=$(date +%s)
+
+step() { # NAME TIMEOUT OUTFILE CMD...: runs CMD, records exit code and seconds
+    local name=$1 limit=$2 out=$3
+    shift 3
+    local t=$(date +%s)
+    echo "== $name: $*" >>"$ERR"
+    timeout --kill-after=10 "$limit" "$@" >>"$out" 2>>"$ERR"
+    local rc=$?
+    echo "$name rc=$rc seconds=$(($(date +%s) - t))" | tee -a "$SUMMARY"
+}
+
+{
+    nvidia-smi
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version \
+        --format=csv
+} >"$OUT/nvidia-smi.txt" 2>&1
+
+# The binaries, as built or xz-compressed by scripts/build-cuda.sh (unpacked to /tmp;
+# python3's lzma when there is no xz).
+EXE="$(mktemp -d)"
+for name in self-judge bench_gpu gpu_parity; do
+    if [ -x "$BIN/$name" ]; then
+        cp "$BIN/$name" "$EXE/"
+    elif [ -e "$BIN/$name.xz" ]; then
+        xz -dc "$BIN/$name.xz" >"$EXE/$name" 2>/dev/null ||
+            python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
+                "$BIN/$name.xz" >"$EXE/$name"
+    fi
+    chmod +x "$EXE/$name" 2>/dev/null
+done
+
+# Libraries the binaries link: libcuda.so.1 (driver), libcudart.so.13, libcublas.so.13,
+# libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13. Look in the CUDA toolkit, the
+# system, and the pip wheels next to PyTorch; cudart falls back to the copy in
+# gpu-bin/fallback, NVRTC and cuRAND to do-nothing stand-ins there.
+PYLIBS=$(timeout 20 python3 - <<'EOF' 2>/dev/null
+import glob, site, sys
+roots = site.getsitepackages() + [site.getusersitepackages()] + sys.path
+dirs = []
+for r in roots:
+    for pat in ("nvidia/*/lib", "nvidia/cu13/lib", "torch/lib"):
+        dirs += glob.glob(f"{r}/{pat}")
+print(" ".join(dict.fromkeys(dirs)))
+EOF
+)
+CANDIDATES="/usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/local/cuda/lib64
+    /usr/local/cuda/targets/x86_64-linux/lib
+    $(ls -d /usr/local/cuda-13*/lib64 /usr/local/cuda-13*/targets/x86_64-linux/lib 2>/dev/null)
+    /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/lib/wsl/lib $PYLIBS"
+find_lib() { # SONAME -> a directory holding it
+    local d
+    for d in $CANDIDATES; do
+        if [ -e "$d/$1" ]; then
+            echo "$d"
+            return 0
+        fi
+    done
+    d=$(ldconfig -p 2>/dev/null | awk -v n="$1" '$1 == n { print $NF; exit }')
+    [ -n "$d" ] && { dirname "$d"; return 0; }
+    d=$(timeout 15 find / -xdev -name "$1" -not -path '/proc/*' 2>/dev/null | head -1)
+    [ -n "$d" ] && { dirname "$d"; return 0; }
+    return 1
+}
+LDP=""
+FALLBACK=""
+{
+    for lib in libcuda.so.1 libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 \
+        libnvrtc.so.13; do
+        if dir=$(find_lib "$lib"); then
+            echo "$lib: $dir"
+            case ":$LDP:" in *":$dir:"*) ;; *) LDP="$LDP${LDP:+:}$dir" ;; esac
+        elif [ -e "$BIN/fallback/$lib" ]; then
+            FALLBACK="$(cd "$BIN/fallback" && pwd)"
+            echo "$lib: not found, using the one in $FALLBACK"
+        else
+            echo "$lib: NOT FOUND"
+        fi
+    done
+    # Last, so that a stand-in never hides a real library found above.
+    [ -n "$FALLBACK" ] && LDP="$LDP${LDP:+:}$FALLBACK"
+    echo "LD_LIBRARY_PATH for our binaries: $LDP"
+    LD_LIBRARY_PATH="$LDP" ldd "$EXE/bench_gpu"
+    "${PYTHON:-python3}" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
+    nproc
+} >"$OUT/env.txt" 2>&1
+OURS=(env "LD_LIBRARY_PATH=$LDP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+# SMOKE=1: the same steps on the CPU with tiny sizes, to check this script anywhere.
+DEV=cuda
+BENCH=(--models 0.5b,1.5b --tokens 4096,8192,16384,32768,65536 --seq-len 512)
+REF=(--models 0.5b,1.5b --prompts 128 --seq-len 512)
+PARITY=()
+JUDGE=(--model tests/fixtures/tiny-chat --config configs/smollm2_hh_judge.yaml)
+if [ -e "$BIN/arith-jsft/model.safetensors" ]; then
+    PARITY=(--judge-model "$BIN/arith-jsft")
+    JUDGE=(--model "$BIN/arith-jsft" --config tests/fixtures/synthetic/arith_jsft.yaml)
+fi
+if [ "${SMOKE:-0}" = 1 ]; then
+    DEV=cpu
+    PARITY+=(--smollm2 none)
+    BENCH=(--tiny --dtype bf16)
+    REF=(--models tiny --prompts 16 --seq-len 64 --device cpu)
+fi
+
+# 1. (The first CUDA process also has the driver compile candle's PTX, ~5 MB, for the
+#    card; later ones find it in the driver's cache.)
+#    Correctness: CUDA bf16 against CPU f32, packed vs separate, judge winners; with
+#    the default f32 attention softmax (the gate), then with the bf16 softmax (to know
+#    whether the faster variant also holds the tolerance). Lines carry "softmax".
+step parity 90 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" --device "$DEV" \
+    --dtype bf16 "${PARITY[@]}"
+step parity-bf16-softmax 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
+    --device "$DEV" --dtype bf16 --softmax bf16 "${PARITY[@]}"
+# 2. Throughput: bf16 GEMM peak, then judge prefill at 4k (= the reference's batch of
+#    8 x 512) and 8k..64k tokens for both shapes.
+step "bench" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+    --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32
+#    and with cuBLAS allowed to reduce bf16 products in reduced precision (FAST_16BF).
+step "bench-fast-bf16" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+    --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --fast-bf16
+# 3. The seed's algorithm in transformers on the same shapes and prompt length.
+step reference 100 "$OUT/reference.jsonl" "${PYTHON:-python3}" bench/gpu/reference.py \
+    "${REF[@]}" --forward
+# 4. The CLI on the GPU: verdicts of the trained tiny judge (else tiny-chat) on the
+#    held-out arithmetic pairs (their extra "correct" field removed: the CLI refuses
+#    unknown fields).
+PAIRS=$(mktemp)
+sed 's/, "correct": "[ab]"//' tests/fixtures/synthetic/arith_heldout.jsonl >"$PAIRS"
+step cli 25 "$OUT/cli.jsonl" "${OURS[@]}" "$EXE/self-judge" judge --device "$DEV" \
+    "${JUDGE[@]}" --input "$PAIRS" --verbose
+rm -f "$PAIRS"
+
+{
+    echo "total seconds=$(($(date +%s) - T0))"
+    grep -h 'gemm' "$OUT/bench.jsonl" "$OUT/reference.jsonl" 2>/dev/null
+    grep -h "passed, " "$OUT/parity.jsonl" 2>/dev/null
+} | tee -a "$SUMMARY"
+
+rm -rf "$EXE"

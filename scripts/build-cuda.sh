@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds the CUDA binaries (sm_90: H100/H200) on a machine without a GPU.
+# nvcc 13.0 and the CUDA headers/libraries come from PyPI; nothing here needs a driver.
+#   scripts/build-cuda.sh              -> --features cuda: self-judge, bench_gpu and
+#                                         gpu_parity, stripped and xz-compressed into
+#                                         gpu-bin/ (about 23 MB in all)
+#   scripts/build-cuda.sh ARGS...      -> the same, passing ARGS to cargo as well
+#   FLASH_ATTN=1 scripts/build-cuda.sh -> --features flash-attn (long: cutlass kernels)
+# gpu-bin/ (git-ignored) is what bench/gpu/run.sh needs on the device: carry it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENV_DIR="${CUDA_ENV:-$PWD/.cuda-env}"
+if [ ! -x "$ENV_DIR/bin/pip" ]; then
+    python3 -m venv "$ENV_DIR"
+fi
+CU="$ENV_DIR/lib/python3*/site-packages/nvidia/cu13"
+# Every package pinned to the 13.0 toolkit: a newer nvvm (cicc) would emit PTX that the
+# device's CUDA 13.0 driver cannot load. cccl holds <nv/target>, needed by cuda_fp16.h.
+if ! ls $CU/bin/nvcc $CU/include/nv/target $CU/lib/libcurand.so.10 >/dev/null 2>&1; then
+    "$ENV_DIR/bin/pip" install -q "nvidia-cuda-nvcc==13.0.*" "nvidia-nvvm==13.0.*" \
+        "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*" \
+        "nvidia-cublas==13.0.*" "nvidia-cuda-nvrtc==13.0.*" "nvidia-curand==10.4.0.*"
+fi
+CU_ROOT="$(echo $CU)"
+
+# cudarc links dynamically against -lcuda -lnvrtc -lcurand -lcublas -lcublasLt: the
+# wheels ship only versioned names, so add the unversioned links, and a stub libcuda
+# (soname libcuda.so.1, the driver's) built from cudarc's own list of driver symbols.
+for lib in cublas cublasLt curand nvrtc cudart; do
+    real="$(ls "$CU_ROOT"/lib/lib$lib.so.* | grep -v alt | head -1)"
+    ln -sf "$(basename "$real")" "$CU_ROOT/lib/lib$lib.so"
+done
+stub_lib() { # NAME SONAME SYMBOL-SOURCE OUT-DIR: a library whose functions return 0
+    grep -oP 'pub unsafe fn \K[A-Za-z_0-9]+(?=\()' "$3" | sort -u |
+        sed 's/.*/int &(void) { return 0; }/' >"$4/$1.c"
+    cc -shared -fPIC -Wl,-soname,"$2" -o "$4/$2" "$4/$1.c"
+    rm "$4/$1.c"
+}
+CUDARC_VERSION="$(grep -A1 '^name = "cudarc"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')"
+CUDARC="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$CUDARC_VERSION" 2>/dev/null | head -1)"
+if [ -z "$CUDARC" ]; then
+    cargo fetch -q
+    CUDARC="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$CUDARC_VERSION" | head -1)"
+fi
+mkdir -p "$CU_ROOT/lib/stubs"
+if [ ! -f "$CU_ROOT/lib/stubs/libcuda.so" ]; then
+    stub_lib cuda libcuda.so.1 "$CUDARC/src/driver/sys/mod.rs" "$CU_ROOT/lib/stubs"
+    ln -sf libcuda.so.1 "$CU_ROOT/lib/stubs/libcuda.so"
+fi
+
+export CUDA_ROOT="$CU_ROOT" CUDA_PATH="$CU_ROOT" CUDA_TOOLKIT_ROOT_DIR="$CU_ROOT"
+export PATH="$CU_ROOT/bin:$PATH"
+export CUDA_COMPUTE_CAP=90
+export LIBRARY_PATH="$CU_ROOT/lib:$CU_ROOT/lib/stubs:${LIBRARY_PATH:-}"
+FEATURES=cuda
+[ "${FLASH_ATTN:-0}" = 1 ] && FEATURES=flash-attn
+cargo build --release --features "$FEATURES" --target-dir target-cuda \
+    --bin self-judge --example bench_gpu --example gpu_parity "$@"
+
+# What the device run needs, kept under the 64 MiB a device call carries: each binary
+# is ~55 MB stripped (candle's quantized-matmul cubins, its PTX), ~6 MB with xz;
+# bench/gpu/run.sh unpacks them.
+OUT=gpu-bin
+rm -rf "$OUT" && mkdir -p "$OUT/fallback"
+for b in release/self-judge release/examples/bench_gpu release/examples/gpu_parity; do
+    name="$(basename "$b")"
+    strip -o "$OUT/$name" "target-cuda/$b"
+    xz -T0 -6 "$OUT/$name"
+done
+# libnvrtc and libcurand are linked but barely used: candle's kernels are PTX compiled
+# here (no NVRTC), and cuRAND only makes a generator at device start (0 = success) and
+# draws numbers for Tensor::rand/randn, which nothing run on the device calls (the
+# benchmark makes its weights without cuRAND). run.sh uses these stand-ins, whose every
+# function returns 0, only when the device lacks the real libraries.
+stub_lib nvrtc libnvrtc.so.13 "$CUDARC/src/nvrtc/sys/mod.rs" "$OUT/fallback"
+# candle-kernels also links the CUDA runtime (0.7 MB): the real one, in case.
+cp "$CU_ROOT/lib/libcudart.so.13" "$OUT/fallback/"
+stub_lib curand libcurand.so.10 "$CUDARC/src/curand/sys/mod.rs" "$OUT/fallback"
+# The small trained arithmetic judge (target/arith-jsft, from the training README's
+# synthetic run) for gpu_parity's report and run.sh's CLI step, when it was built.
+if [ -f target/arith-jsft/model.safetensors ]; then
+    mkdir -p "$OUT/arith-jsft"
+    cp target/arith-jsft/{config.json,model.safetensors,tokenizer.json,tokenizer_config.json} \
+        "$OUT/arith-jsft/"
+fi
+du -sh "$OUT"
