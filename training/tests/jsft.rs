@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use self_judge::judge::JudgeConfig;
 use self_judge::model::{LoadOptions, LoadedModel, OpsMode};
@@ -31,12 +30,7 @@ fn jsft_binary_trains_and_writes_a_servable_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     init(&dir.path().join("init"));
     let cfg = config(dir.path(), 40);
-    let out = Command::new(env!("CARGO_BIN_EXE_training"))
-        .arg("jsft")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = common::run_training("jsft", &cfg, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -173,12 +167,7 @@ fn bad_configs_fail_naming_the_cause() {
     ] {
         let p = dir.path().join("bad.yaml");
         std::fs::write(&p, edit).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_training"))
-            .arg("jsft")
-            .arg("--config")
-            .arg(&p)
-            .output()
-            .unwrap();
+        let out = common::run_training("jsft", &p, &[]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{want}: {err}");
@@ -231,12 +220,7 @@ fn jsft_trains_on_ultrafeedback_with_principles_and_rationales() {
         );
     let p = dir.path().join("uf.yaml");
     std::fs::write(&p, cfg).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_training"))
-        .arg("jsft")
-        .arg("--config")
-        .arg(&p)
-        .output()
-        .unwrap();
+    let out = common::run_training("jsft", &p, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     // Per row: 1 SFT example and 4 principles x 2 orders of rationale judgments.

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 
 use self_judge::engine::scorer::CachedScorer;
 use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
@@ -21,12 +20,7 @@ fn jsft_judge_reaches_90_percent_on_held_out_pairs() {
         .status
         .success());
     let cfg = arith_config(dir.path(), None);
-    let out = Command::new(env!("CARGO_BIN_EXE_training"))
-        .arg("jsft")
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = common::run_training("jsft", &cfg, &[]);
     assert!(
         out.status.success(),
         "{}",

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::Var;
 use self_judge::engine::scorer::DirectScorer;
@@ -93,11 +92,7 @@ fn a_jsft_adapter_is_merged_before_self_judge_training() {
         )
         .replace("learning_rate: 1e-3", "learning_rate: 5e-2");
     std::fs::write(&jsft_cfg, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_training"))
-        .args(["jsft", "--config"])
-        .arg(&jsft_cfg)
-        .output()
-        .unwrap();
+    let out = common::run_training("jsft", &jsft_cfg, &[]);
     ok(out);
     let merged = dir.path().join("out");
     let sj = dir.path().join("sj");

@@ -79,15 +79,20 @@ pub fn self_judge_config(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf
     p
 }
 
-/// Runs `training self-judge --config cfg extra...`.
-pub fn self_judge(cfg: &Path, extra: &[&str]) -> std::process::Output {
+/// Runs `training <command> --config cfg extra...`.
+pub fn run_training(command: &str, cfg: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_training"))
-        .arg("self-judge")
+        .arg(command)
         .arg("--config")
         .arg(cfg)
         .args(extra)
         .output()
         .unwrap()
+}
+
+/// Runs `training self-judge --config cfg extra...`.
+pub fn self_judge(cfg: &Path, extra: &[&str]) -> std::process::Output {
+    run_training("self-judge", cfg, extra)
 }
 
 /// Asserts success and returns stderr.
