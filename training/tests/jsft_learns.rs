@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use self_judge::engine::scorer::CachedScorer;
 use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
 use self_judge::model::{LoadOptions, LoadedModel};
