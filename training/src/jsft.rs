@@ -57,23 +57,39 @@ pub fn clamp_max_length(max_length: usize, model: &TrainModel) -> usize {
     max_length.min(ctx)
 }
 
-/// Runs JSFT as the config describes.
-pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
+/// Reads a training config and its judge section, printing the config's warnings.
+pub fn read_configs(config: &Path) -> anyhow::Result<(TrainConfig, JudgeConfig)> {
     let cfg = TrainConfig::from_file(config)?;
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
     }
     let judge_cfg = JudgeConfig::from_yaml(&cfg.yaml)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    let lora = cfg.lora.as_ref().map(|s| (s, cfg.training.seed));
-    let model = TrainModel::load(&cfg.model_path, lora)
-        .with_context(|| format!("loading {}", cfg.model_path.display()))?;
-    let chat_src = judge_cfg
+    Ok((cfg, judge_cfg))
+}
+
+/// The chat template (`templates.chat`, else the checkpoint's): its source, which the
+/// saved tokenizer_config.json carries, and the compiled template.
+pub fn chat_template(
+    judge_cfg: &JudgeConfig,
+    model: &TrainModel,
+) -> anyhow::Result<(String, ChatTemplate)> {
+    let src = judge_cfg
         .chat_template
         .clone()
         .or_else(|| model.chat_template.clone())
         .context("no chat template: set templates.chat or use a checkpoint that has one")?;
-    let chat = ChatTemplate::new(&chat_src)?;
+    let chat = ChatTemplate::new(&src)?;
+    Ok((src, chat))
+}
+
+/// Runs JSFT as the config describes.
+pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
+    let (cfg, judge_cfg) = read_configs(config)?;
+    let lora = cfg.lora.as_ref().map(|s| (s, cfg.training.seed));
+    let model = TrainModel::load(&cfg.model_path, lora)
+        .with_context(|| format!("loading {}", cfg.model_path.display()))?;
+    let (chat_src, chat) = chat_template(&judge_cfg, &model)?;
     let max_length = clamp_max_length(cfg.max_length, &model);
     let builder = JsftBuilder::new(
         &model.tokenizer,

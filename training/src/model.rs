@@ -8,7 +8,6 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 use self_judge::model::gguf::GgufFile;
-use self_judge::model::linear::Linear;
 use self_judge::model::weights::{SafetensorsSource, WeightSource};
 use self_judge::model::{Decoder, ModelConfig, OpsMode};
 use self_judge::tokenizer::TextTokenizer;
@@ -45,22 +44,6 @@ impl WeightSource for VarSource<'_> {
         };
         self.weights.push((name.to_string(), out.clone()));
         Ok(out)
-    }
-
-    fn linear(
-        &mut self,
-        prefix: &str,
-        out: usize,
-        inp: usize,
-        bias: bool,
-    ) -> self_judge::model::Result<Linear> {
-        let w = self.tensor(&format!("{prefix}.weight"), &[out, inp])?;
-        let b = if bias {
-            Some(self.tensor(&format!("{prefix}.bias"), &[out])?)
-        } else {
-            None
-        };
-        Ok(Linear::dense(w, b))
     }
 }
 

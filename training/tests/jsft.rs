@@ -94,13 +94,7 @@ fn saved_checkpoint_reproduces_the_trained_logits() {
         .tokenizer
         .encode("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n", false)
         .unwrap();
-    let want: Vec<f32> = trained
-        .last_logits(&[&prompt])
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let want: Vec<f32> = common::logits(&trained, &prompt);
     let out = dir.path().join("ckpt");
     Checkpoint {
         config: &model.decoder.cfg,
@@ -111,30 +105,12 @@ fn saved_checkpoint_reproduces_the_trained_logits() {
     .save(&out)
     .unwrap();
     let served = LoadedModel::load(&out, &LoadOptions::default()).unwrap();
-    let got: Vec<f32> = served
-        .decoder
-        .last_logits(&[&prompt])
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let d = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let got: Vec<f32> = common::logits(&served.decoder, &prompt);
+    let d = common::max_diff(&got, &want);
     assert!(d < 1e-5, "max |diff| {d}");
     // And the weights did change from the initial checkpoint.
     let init = LoadedModel::load(&dir.path().join("init"), &LoadOptions::default()).unwrap();
-    let before: Vec<f32> = init
-        .decoder
-        .last_logits(&[&prompt])
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let before: Vec<f32> = common::logits(&init.decoder, &prompt);
     assert!(before.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-3));
 }
 

@@ -54,22 +54,6 @@ fn jsft(cfg: &Path, extra: &[&str]) -> String {
     err
 }
 
-fn logits(m: &self_judge::model::Decoder, prompt: &[u32]) -> Vec<f32> {
-    m.last_logits(&[prompt])
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
 #[test]
 fn lora_run_writes_a_peft_adapter_and_a_merged_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,17 +120,20 @@ fn lora_run_writes_a_peft_adapter_and_a_merged_checkpoint() {
         .unwrap();
     let mut dec = with.decoder.clone();
     dec.set_mode(OpsMode::Fused);
-    let adapted = logits(&dec, &prompt);
-    let served = logits(&merged.decoder, &prompt);
-    let d = max_diff(&adapted, &served);
+    let adapted = common::logits(&dec, &prompt);
+    let served = common::logits(&merged.decoder, &prompt);
+    let d = common::max_diff(&adapted, &served);
     assert!(d < 1e-5, "merged vs base+adapter: {d}");
-    let plain = logits(&base.decoder, &prompt);
+    let plain = common::logits(&base.decoder, &prompt);
     assert!(
-        max_diff(&plain, &served) > 1e-3,
+        common::max_diff(&plain, &served) > 1e-3,
         "the adapter changed the model"
     );
-    let off = with.without_adapters(|| logits(&dec, &prompt));
-    assert!(max_diff(&off, &plain) < 1e-6, "adapters off == base");
+    let off = with.without_adapters(|| common::logits(&dec, &prompt));
+    assert!(
+        common::max_diff(&off, &plain) < 1e-6,
+        "adapters off == base"
+    );
     // Weights LoRA does not target are the base's, bit for bit.
     let w_merged =
         candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();

@@ -35,14 +35,6 @@ fn json(p: &Path) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max)
-}
-
 #[test]
 fn engine_matches_transformers_on_the_committed_jsft_checkpoint() {
     let reference = json(&fixtures().join("transformers_reference.json"));
@@ -71,16 +63,9 @@ fn engine_matches_transformers_on_the_committed_jsft_checkpoint() {
         let ids = m.tokenizer.encode(&text, false).unwrap();
         let want_ids: Vec<u32> = serde_json::from_value(p["ids"].clone()).unwrap();
         assert_eq!(ids, want_ids, "token ids of {text:?}");
-        let got: Vec<f32> = m
-            .decoder
-            .last_logits(&[&ids])
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let got: Vec<f32> = common::logits(&m.decoder, &ids);
         let want: Vec<f32> = serde_json::from_value(p["logits"].clone()).unwrap();
-        let d = max_diff(&got, &want);
+        let d = common::max_diff(&got, &want);
         eprintln!(
             "{} tokens: max |engine - transformers| = {d:.2e}",
             ids.len()
@@ -124,7 +109,7 @@ fn same_weights(got: &Path, want: &Path, tol: f32) {
                 .to_vec1()
                 .unwrap()
         };
-        let d = max_diff(&flat(&g[n]), &flat(&w[n]));
+        let d = common::max_diff(&flat(&g[n]), &flat(&w[n]));
         assert!(d <= tol, "{} {n}: max |diff| {d}", got.display());
     }
 }

@@ -2,6 +2,7 @@
 //! chosen conversation, and per principle two judgment examples (both orders, targets
 //! ` A` and ` B`) whose loss falls on the verdict token and the EOS only.
 
+use self_judge::judge::template::CompiledPrinciple;
 use self_judge::judge::JudgeTemplate;
 use self_judge::tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
 
@@ -49,6 +50,22 @@ impl BuildStats {
         self.first_error
             .get_or_insert_with(|| format!("row {}: {error}", index + 1));
     }
+}
+
+/// The chat of one judgment: the principle's system text, the user turn holding the
+/// context and both responses, and the assistant turn `cue + continuation`.
+pub(super) fn judgment_messages(
+    p: &CompiledPrinciple,
+    context: &str,
+    a: &str,
+    b: &str,
+    continuation: &str,
+) -> [ChatMessage; 3] {
+    [
+        ChatMessage::new("system", p.principle.system.clone()),
+        ChatMessage::new("user", p.user_text(context, a, b)),
+        ChatMessage::new("assistant", format!("{}{continuation}", p.cue)),
+    ]
 }
 
 impl<'a> JsftBuilder<'a> {
@@ -120,11 +137,7 @@ impl<'a> JsftBuilder<'a> {
         let t = self.tokenizer;
         let mut out = Vec::with_capacity(2);
         for (a, b, letter) in [(better, worse, " A"), (worse, better, " B")] {
-            let messages = [
-                ChatMessage::new("system", p.principle.system.clone()),
-                ChatMessage::new("user", p.user_text(context, a, b)),
-                ChatMessage::new("assistant", format!("{}{letter}", p.cue)),
-            ];
+            let messages = judgment_messages(p, context, a, b, letter);
             let mut text = self.chat.render(
                 &messages,
                 false,
@@ -138,14 +151,18 @@ impl<'a> JsftBuilder<'a> {
                     text.truncate(stripped.len());
                 }
             }
-            let ids = t.encode(&text, true)?;
-            out.push(
-                mask_labels(&ids, &[], &cue)
-                    .ok()
-                    .map(|l| self.finish(ids, l)),
-            );
+            out.push(self.after_cue(&text, &cue)?);
         }
         Ok(out)
+    }
+
+    /// A judgment text encoded with special tokens (as the seed) and learned after the
+    /// last occurrence of the cue; `None` when the cue cannot be found.
+    pub(super) fn after_cue(&self, text: &str, cue: &[u32]) -> anyhow::Result<Option<Example>> {
+        let ids = self.tokenizer.encode(text, true)?;
+        Ok(mask_labels(&ids, &[], cue)
+            .ok()
+            .map(|l| self.finish(ids, l)))
     }
 
     /// All examples of HH rows: SFT on `chosen`, judgments on (chosen, rejected) answers.

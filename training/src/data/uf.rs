@@ -16,8 +16,8 @@ use rand::{Rng, SeedableRng};
 use self_judge::tokenizer::ChatMessage;
 use serde_json::Value;
 
-use super::jsft::{BuildStats, JsftBuilder};
-use super::mask::{marker, mask_labels};
+use super::jsft::{judgment_messages, BuildStats, JsftBuilder};
+use super::mask::marker;
 use crate::loss::Example;
 
 /// One principle's annotation of one completion.
@@ -340,25 +340,14 @@ impl JsftBuilder<'_> {
             (better, better_rationale, worse, worse_rationale, " A"),
             (worse, worse_rationale, better, better_rationale, " B"),
         ] {
-            let messages = [
-                ChatMessage::new("system", p.principle.system.clone()),
-                ChatMessage::new("user", p.user_text(context, a, b)),
-                ChatMessage::new(
-                    "assistant",
-                    format!("{}{letter}\n{head_a} {ra}{head_b} {rb}", p.cue),
-                ),
-            ];
+            let continuation = format!("{letter}\n{head_a} {ra}{head_b} {rb}");
+            let messages = judgment_messages(p, context, a, b, &continuation);
             let text = self.chat.render_continue(
                 &messages,
                 t.bos_token.as_deref(),
                 t.eos_token.as_deref(),
             )?;
-            let ids = t.encode(&text, true)?;
-            out.push(
-                mask_labels(&ids, &[], &cue)
-                    .ok()
-                    .map(|l| self.finish(ids, l)),
-            );
+            out.push(self.after_cue(&text, &cue)?);
         }
         Ok(out)
     }

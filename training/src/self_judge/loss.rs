@@ -56,6 +56,7 @@ fn std(xs: &[f32]) -> f64 {
 }
 
 /// Everything measured on one batch of (chosen, rejected) sequences.
+#[derive(Default)]
 pub struct BatchStats {
     pub loss: f64,
     pub terms: (Vec<f32>, Vec<f32>),

@@ -12,7 +12,6 @@ pub use run::{run, train};
 use candle_core::Tensor;
 
 use crate::loss::{sequence_stats, Example};
-use args::SelfJudgeArgs;
 use loss::{dpo_terms, BatchStats};
 use onpolicy::OnPolicy;
 
@@ -22,8 +21,8 @@ pub fn dpo_batch(
     op: &OnPolicy,
     chosen: &[Example],
     rejected: &[Example],
-    args: &SelfJudgeArgs,
 ) -> anyhow::Result<(Tensor, BatchStats)> {
+    let args = &op.args;
     let n = chosen.len();
     let all: Vec<&Example> = chosen.iter().chain(rejected).collect();
     let (policy, counts, policy_logits) = sequence_stats(&op.model.decoder, &all)?;
@@ -71,13 +70,7 @@ pub fn dpo_batch(
 /// Concatenates the statistics of several micro-batches (the loss weighted by size).
 pub fn merge_stats(parts: Vec<BatchStats>) -> BatchStats {
     let total: usize = parts.iter().map(|p| p.terms.0.len()).sum();
-    let mut out = BatchStats {
-        loss: 0.0,
-        terms: (vec![], vec![]),
-        logps: Default::default(),
-        logits: Default::default(),
-        lengths: (vec![], vec![]),
-    };
+    let mut out = BatchStats::default();
     for p in parts {
         out.loss += p.loss * p.terms.0.len() as f64 / total.max(1) as f64;
         out.terms.0.extend(p.terms.0);

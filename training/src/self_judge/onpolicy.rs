@@ -2,7 +2,6 @@
 //! with the engine's generation, judged by the REFERENCE model through the judge core
 //! (both orders), and turned into chosen/rejected sequences with loss on the response.
 
-use candle_core::Tensor;
 use self_judge::engine::generate::{generate, GenerationRequest};
 use self_judge::engine::sampling::SamplingParams;
 use self_judge::engine::scorer::DirectScorer;
@@ -51,7 +50,8 @@ pub struct OnPolicy<'a> {
     /// log-probabilities computed exactly as the policy's.
     reference_train: Option<&'a Decoder>,
     pub judge: Judge,
-    args: SelfJudgeArgs,
+    /// The run's settings, `max_length` limited to the model's context.
+    pub args: SelfJudgeArgs,
 }
 
 fn view(decoder: &Decoder, model: &TrainModel, chat: &ChatTemplate) -> LoadedModel {
@@ -227,9 +227,4 @@ impl<'a> OnPolicy<'a> {
             labels,
         })
     }
-}
-
-/// Detached `[n]` tensor → values.
-pub fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.detach().to_vec1()
 }

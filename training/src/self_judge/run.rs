@@ -14,7 +14,7 @@ use super::{dpo_batch, merge_stats};
 use crate::config::TrainConfig;
 use crate::data::jsft::BuildStats;
 use crate::data::self_judge::{hh_rows, json_rows, uf_rows, SelfJudgeRow};
-use crate::jsft::{read_jsonl, Finish, RunOptions};
+use crate::jsft::{chat_template, read_configs, read_jsonl, Finish, RunOptions};
 use crate::loss::Example;
 use crate::model::TrainModel;
 use crate::trainer::Loop;
@@ -44,16 +44,11 @@ fn rows_of(
 /// Runs self-judge training as the config describes; `pairs_log` receives every judged
 /// pair as JSON lines.
 pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow::Result<()> {
-    let cfg = TrainConfig::from_file(config)?;
-    for w in &cfg.warnings {
-        eprintln!("warning: {w}");
-    }
+    let (cfg, judge_cfg) = read_configs(config)?;
     let mut args = cfg
         .self_judge
         .clone()
         .context("`self_judge_args` is missing: not a self-judge config")?;
-    let judge_cfg = JudgeConfig::from_yaml(&cfg.yaml)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let deltas = cfg
         .peft_model_path
         .as_deref()
@@ -84,12 +79,7 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
             deltas.as_ref(),
         )?),
     };
-    let chat_src = judge_cfg
-        .chat_template
-        .clone()
-        .or_else(|| model.chat_template.clone())
-        .context("no chat template: set templates.chat or use a checkpoint that has one")?;
-    let chat = ChatTemplate::new(&chat_src)?;
+    let (chat_src, chat) = chat_template(&judge_cfg, &model)?;
     let op = OnPolicy::new(
         &model,
         reference.as_ref().map(|r| &r.decoder),
@@ -141,7 +131,6 @@ fn evaluate(
     rows: &[SelfJudgeRow],
     cfg: &TrainConfig,
 ) -> anyhow::Result<Vec<(String, f64)>> {
-    let args = cfg.self_judge.as_ref().expect("self-judge config");
     let mut parts = Vec::new();
     for chunk in rows.chunks(cfg.training.per_device_train_batch_size) {
         let mut chosen = Vec::new();
@@ -150,7 +139,7 @@ fn evaluate(
             chosen.push(op.text_sequence(&r.query, &r.chosen)?);
             rejected.push(op.text_sequence(&r.query, &r.rejected)?);
         }
-        parts.push(dpo_batch(op, &chosen, &rejected, args)?.1);
+        parts.push(dpo_batch(op, &chosen, &rejected)?.1);
     }
     Ok(merge_stats(parts).metrics("eval_"))
 }
@@ -167,7 +156,7 @@ pub fn train(
     mut pairs_log: Option<&mut dyn Write>,
 ) -> anyhow::Result<Finish> {
     let a = &cfg.training;
-    let args = cfg.self_judge.as_ref().context("self_judge_args missing")?;
+    let args = &op.args;
     let model = op.model;
     let plot = [
         "loss",
@@ -227,7 +216,7 @@ pub fn train(
         let mut parts = Vec::new();
         let bs = a.per_device_train_batch_size;
         for (c, r) in chosen.chunks(bs).zip(rejected.chunks(bs)) {
-            let (sum, stats) = dpo_batch(op, c, r, args)?;
+            let (sum, stats) = dpo_batch(op, c, r)?;
             let l = (sum / batch.len() as f64)?;
             loss = Some(match loss {
                 None => l,

@@ -101,3 +101,22 @@ pub fn ok(out: std::process::Output) -> String {
     assert!(out.status.success(), "{err}");
     err
 }
+
+/// Last-position logits of one prompt.
+pub fn logits(m: &self_judge::model::Decoder, prompt: &[u32]) -> Vec<f32> {
+    m.last_logits(&[prompt])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Largest absolute difference of two equally long vectors.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
