@@ -20,7 +20,7 @@
 //!
 //! Run: `bench_gpu [--device cuda:0] [--models 0.5b,1.5b] [--tokens 8192,16384,32768,65536]
 //!       [--seq-len 512] [--iters 3] [--gemm 8192] [--dtype bf16] [--softmax f32|bf16]
-//!       [--fast-bf16]`
+//!       [--fast-bf16] [--no-event-tracking] [--attention per-sequence|batched|flash]`
 //! (`--softmax bf16`: attention softmax in the activation dtype, see
 //! `Decoder::set_attention_softmax_f32`);
 //! `bench_gpu --device cpu --tiny` runs the same code on a tiny model (smoke test).
@@ -37,7 +37,8 @@ use self_judge::engine::scorer::ab_probs_rows;
 use self_judge::model::loader::parse_dtype;
 use self_judge::model::weights::WeightSource;
 use self_judge::model::{
-    default_dtype, device_name, parse_device, Decoder, ModelConfig, Output, PackedBatch,
+    default_dtype, device_name, parse_device, AttentionPath, Decoder, ModelConfig, Output,
+    PackedBatch,
 };
 
 /// Random weights from a pool of N(0, 0.02²) values made once on the host and copied to
@@ -181,6 +182,7 @@ struct Args {
     iters: usize,
     gemm: usize,
     softmax_f32: bool,
+    attention: AttentionPath,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -201,6 +203,13 @@ fn parse_args() -> anyhow::Result<Args> {
         Some(d) => parse_dtype(d)?,
         None => default_dtype(&device),
     };
+    // Default: the device's fastest path (flash where built with it), and the
+    // accelerator's batched path in the CPU smoke run.
+    let attention = match get("--attention") {
+        Some(s) => s.parse()?,
+        None if device.is_cpu() => AttentionPath::Batched,
+        None => AttentionPath::default_for(&device, dtype),
+    };
     let default_tokens = if tiny {
         "256,512"
     } else {
@@ -219,6 +228,7 @@ fn parse_args() -> anyhow::Result<Args> {
         iters: get("--iters").map_or(Ok(3), |s| s.parse())?,
         gemm: get("--gemm").map_or(Ok(if tiny { 256 } else { 8192 }), |s| s.parse())?,
         softmax_f32: softmax_f32(get("--softmax"))?,
+        attention,
         device,
     })
 }
@@ -230,12 +240,22 @@ fn main() -> anyhow::Result<()> {
     let fast_bf16 = std::env::args().any(|x| x == "--fast-bf16");
     #[cfg(feature = "cuda")]
     candle_core::cuda_backend::set_gemm_reduced_precision_bf16(fast_bf16);
+    // `--no-event-tracking`: cudarc makes two CUDA events per allocation to order uses
+    // across streams; candle runs each thread on one stream, so the benchmark can
+    // measure what they cost.
+    let no_events = std::env::args().any(|x| x == "--no-event-tracking");
+    #[cfg(feature = "cuda")]
+    if let (true, Device::Cuda(d)) = (no_events, &a.device) {
+        // Safe here: one thread, one stream, nothing shared with another stream.
+        unsafe { d.disable_event_tracking() };
+    }
     let dev = device_name(&a.device);
     let dt = format!("{:?}", a.dtype).to_lowercase();
     let peak = gemm_peak(a.gemm, a.dtype, &a.device, if a.tiny { 3 } else { 20 })?;
     println!(
         "{}",
-        json!({"kind": "gemm", "device": dev, "dtype": dt, "n": a.gemm, "tflops": peak / 1e12, "fast_bf16": fast_bf16})
+        json!({"kind": "gemm", "device": dev, "dtype": dt, "n": a.gemm, "tflops": peak / 1e12, "fast_bf16": fast_bf16,
+            "event_tracking": !no_events})
     );
     for name in &a.models {
         let cfg = match name.as_str() {
@@ -252,7 +272,7 @@ fn main() -> anyhow::Result<()> {
             a.dtype,
             &a.device,
         )?;
-        dec.set_batched_attention(true); // the accelerator path, also in the CPU smoke run
+        dec.set_attention_path(a.attention)?;
         dec.set_attention_softmax_f32(a.softmax_f32);
         a.device.synchronize()?;
         let build_s = t.elapsed().as_secs_f64();
@@ -288,6 +308,7 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 json!({"kind": "prefill", "device": dev, "dtype": dt, "model": name, "fast_bf16": fast_bf16,
                     "softmax": if a.softmax_f32 { "f32" } else { "native" },
+                    "attention": format!("{:?}", a.attention), "event_tracking": !no_events,
                     "params": all, "params_non_embedding": body, "build_s": build_s,
                     "batch_tokens": n_seqs * a.seq_len, "seq_len": a.seq_len,
                     "prompts": n_seqs, "seconds": s, "tokens_per_s": n_tok / s,

@@ -26,12 +26,13 @@
 //! Prints one JSON line per check and a closing `N passed, M failed` line; exits 1 on
 //! any failure. Run from the repository root:
 //! `gpu_parity [--device cuda] [--dtype bf16] [--tol 1e-2] [--softmax f32|bf16]
-//! [--per-sequence] [--near-tie 0.05] [--min-decisive 40] [--judge-model DIR]
-//! [--smollm2 GGUF]` (`--softmax bf16`: attention softmax in bf16 on the batched path;
-//! `--per-sequence`: the CPU's one-sequence-at-a-time attention on the device);
-//! `--device cpu [--dtype bf16]` runs the same checks on the CPU: the device side takes
-//! the accelerator's attention path (`Decoder::set_batched_attention`) unless
-//! `--per-sequence`, so this checks that path's numbers without a GPU.
+//! [--attention per-sequence|batched|flash] [--near-tie 0.05] [--min-decisive 40]
+//! [--judge-model DIR] [--smollm2 GGUF]` (`--softmax bf16`: attention softmax in bf16 on
+//! the batched path; `--attention`: default the device's fastest path, flash where built
+//! with it, see `AttentionPath::default_for`; `per-sequence` is the CPU's one sequence at
+//! a time); `--device cpu [--dtype bf16]` runs the same checks on the CPU: the device
+//! side takes the accelerator's batched path unless told otherwise, so this checks that
+//! path's numbers without a GPU.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -47,8 +48,8 @@ use self_judge::model::config::ModelConfig;
 use self_judge::model::loader::parse_dtype;
 use self_judge::model::weights::SafetensorsSource;
 use self_judge::model::{
-    default_dtype, device_name, parse_device, Decoder, KvCache, LoadOptions, LoadedModel, Output,
-    PackedBatch,
+    default_dtype, device_name, parse_device, AttentionPath, Decoder, KvCache, LoadOptions,
+    LoadedModel, Output, PackedBatch,
 };
 
 struct Args {
@@ -57,7 +58,7 @@ struct Args {
     tol: f64,
     near_tie: f64,
     min_decisive: usize,
-    per_sequence: bool,
+    attention: AttentionPath,
     softmax_f32: bool,
     judge_model: Option<PathBuf>,
     smollm2: PathBuf,
@@ -75,6 +76,11 @@ fn parse_args() -> anyhow::Result<Args> {
         Some(d) => parse_dtype(d)?,
         None => default_dtype(&device),
     };
+    let attention = match get("--attention") {
+        Some(s) => s.parse()?,
+        None if device.is_cpu() => AttentionPath::Batched,
+        None => AttentionPath::default_for(&device, dtype),
+    };
     let judge_model = match get("--judge-model") {
         Some(p) => Some(PathBuf::from(p)),
         None => ["gpu-bin/arith-jsft", "target/arith-jsft"]
@@ -88,7 +94,7 @@ fn parse_args() -> anyhow::Result<Args> {
         tol: get("--tol").map_or(Ok(1e-2), |s| s.parse())?,
         near_tie: get("--near-tie").map_or(Ok(0.05), |s| s.parse())?,
         min_decisive: get("--min-decisive").map_or(Ok(40), |s| s.parse())?,
-        per_sequence: args.iter().any(|x| x == "--per-sequence"),
+        attention,
         softmax_f32: match get("--softmax").map(String::as_str) {
             None | Some("f32") => true,
             Some("bf16") | Some("native") => false,
@@ -150,7 +156,7 @@ fn last_logits(dec: &Decoder, seqs: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<f32>>
 fn logits_checks(a: &Args, path: &Path) -> anyhow::Result<Vec<(Value, bool)>> {
     let cpu = load_decoder(path, DType::F32, &Device::Cpu)?;
     let mut dev = load_decoder(path, a.dtype, &a.device)?;
-    dev.set_batched_attention(!a.per_sequence);
+    dev.set_attention_path(a.attention)?;
     dev.set_attention_softmax_f32(a.softmax_f32);
     let mut rng = StdRng::seed_from_u64(7);
     let max_len = cpu.max_positions();
@@ -244,7 +250,7 @@ fn winners_check(
         device: a.device.clone(),
     };
     let mut dev = LoadedModel::load(model, &opts)?;
-    dev.decoder.set_batched_attention(!a.per_sequence);
+    dev.decoder.set_attention_path(a.attention)?;
     dev.decoder.set_attention_softmax_f32(a.softmax_f32);
     let want = verdicts(&cpu, &cfg, pairs, false)?;
     let decisive = want.iter().filter(|w| rel_margin(w) >= a.near_tie).count();
@@ -322,6 +328,7 @@ struct Reporter {
     device: String,
     dtype: String,
     softmax: &'static str,
+    attention: String,
     passed: usize,
     failed: usize,
 }
@@ -331,6 +338,7 @@ impl Reporter {
         v["device"] = json!(self.device);
         v["dtype"] = json!(self.dtype);
         v["softmax"] = json!(self.softmax);
+        v["attention"] = json!(self.attention);
         v["pass"] = json!(ok);
         if ok {
             self.passed += 1;
@@ -406,6 +414,7 @@ fn main() -> ExitCode {
         device: device_name(&a.device),
         dtype: format!("{:?}", a.dtype).to_lowercase(),
         softmax: if a.softmax_f32 { "f32" } else { "native" },
+        attention: format!("{:?}", a.attention),
         passed: 0,
         failed: 0,
     };

@@ -5,7 +5,9 @@
 #                                         gpu_parity, stripped and xz-compressed into
 #                                         gpu-bin/ (about 23 MB in all)
 #   scripts/build-cuda.sh ARGS...      -> the same, passing ARGS to cargo as well
-#   FLASH_ATTN=1 scripts/build-cuda.sh -> --features flash-attn (long: cutlass kernels)
+#   FLASH_ATTN=1 scripts/build-cuda.sh -> --features flash-attn, in target-cuda-fa (long:
+#                                         CUTLASS kernels; offline, CUTLASS_GIT=<a local
+#                                         clone of NVIDIA/cutlass> provides the sources)
 # gpu-bin/ (git-ignored) is what bench/gpu/run.sh needs on the device: carry it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,19 +54,42 @@ export CUDA_ROOT="$CU_ROOT" CUDA_PATH="$CU_ROOT" CUDA_TOOLKIT_ROOT_DIR="$CU_ROOT
 export PATH="$CU_ROOT/bin:$PATH"
 export CUDA_COMPUTE_CAP=90
 export LIBRARY_PATH="$CU_ROOT/lib:$CU_ROOT/lib/stubs:${LIBRARY_PATH:-}"
-FEATURES=cuda
-[ "${FLASH_ATTN:-0}" = 1 ] && FEATURES=flash-attn
-cargo build --release --features "$FEATURES" --target-dir target-cuda \
-    --bin self-judge --example bench_gpu --example gpu_parity "$@"
+FEATURES=cuda TARGET_DIR=target-cuda
+if [ "${FLASH_ATTN:-0}" = 1 ]; then
+    # candle-flash-attn compiles CUTLASS kernels (53 files, ~4 CPU-minutes each here).
+    # Its own target dir keeps the plain CUDA build fresh; nvcc-cache keeps every
+    # finished object across stopped builds, target dirs and sessions.
+    FEATURES=flash-attn TARGET_DIR=target-cuda-fa
+    FA="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/candle-flash-attn-"$(grep -A1 \
+        '^name = "candle-flash-attn"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')" | head -1)"
+    COMMIT="$(sed -n 's/^const CUTLASS_COMMIT: &str = "\(.*\)";/\1/p' "$FA/build.rs")"
+    # cudaforge clones CUTLASS from GitHub into $CUDAFORGE_HOME/git/checkouts unless a
+    # checkout of the pinned commit is there; offline, CUTLASS_GIT names a local clone.
+    export CUDAFORGE_HOME="${CUDAFORGE_HOME:-$ENV_DIR/cudaforge}"
+    CHECKOUT="$CUDAFORGE_HOME/git/checkouts/cutlass-${COMMIT:0:16}"
+    if [ ! -d "$CHECKOUT/include" ] && [ -n "${CUTLASS_GIT:-}" ]; then
+        mkdir -p "$(dirname "$CHECKOUT")"
+        git clone -q --no-checkout "$CUTLASS_GIT" "$CHECKOUT"
+        git -C "$CHECKOUT" checkout -q "$COMMIT" -- include tools/util/include
+        git -C "$CHECKOUT" update-ref --no-deref HEAD "$COMMIT"
+    fi
+    cp scripts/nvcc-cache "$CU_ROOT/bin/nvcc-cached"
+    export NVCC="$CU_ROOT/bin/nvcc-cached" NVCC_CACHE_DIR="${NVCC_CACHE_DIR:-$ENV_DIR/nvcc-cache}"
+    export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
+fi
+cargo build --release --features "$FEATURES" --target-dir "$TARGET_DIR" \
+    --bin self-judge --example bench_gpu --example gpu_parity --example gpu_probe "$@"
 
 # What the device run needs, kept under the 64 MiB a device call carries: each binary
 # is ~55 MB stripped (candle's quantized-matmul cubins, its PTX), ~6 MB with xz;
 # bench/gpu/run.sh unpacks them.
 OUT=gpu-bin
 rm -rf "$OUT" && mkdir -p "$OUT/fallback"
-for b in release/self-judge release/examples/bench_gpu release/examples/gpu_parity; do
+echo "$FEATURES" >"$OUT/features.txt"
+for b in release/self-judge release/examples/bench_gpu release/examples/gpu_parity \
+    release/examples/gpu_probe; do
     name="$(basename "$b")"
-    strip -o "$OUT/$name" "target-cuda/$b"
+    strip -o "$OUT/$name" "$TARGET_DIR/$b"
     xz -T0 -6 "$OUT/$name"
 done
 # libnvrtc and libcurand are linked but barely used: candle's kernels are PTX compiled

@@ -7,7 +7,9 @@ mod common;
 use candle_core::{DType, Device};
 use common::{fixture, max_abs_diff};
 use self_judge::model::weights::SafetensorsSource;
-use self_judge::model::{Decoder, KvCache, ModelConfig, OpsMode, Output, PackedBatch};
+use self_judge::model::{
+    AttentionPath, Decoder, KvCache, ModelConfig, OpsMode, Output, PackedBatch,
+};
 use serde_json::Value;
 
 const MODELS: &[&str] = &["tiny-llama", "tiny-mistral", "tiny-qwen2"];
@@ -120,7 +122,7 @@ fn batched_attention_path_matches_transformers() {
     // copies of the length-17 prompt (one batched run), with and without a KV cache.
     for name in MODELS {
         let (mut dec, r) = load(name, DType::F32);
-        dec.set_batched_attention(true);
+        dec.set_attention_path(AttentionPath::Batched).unwrap();
         let mut seqs = prompts(&r);
         let p17 = seqs.iter().find(|p| p.len() == 17).unwrap().clone();
         seqs.extend([p17.clone(), p17.clone()]);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The ONE device run of issue 8 (no Rust, no network there): GPU parity checks, the
-# judge-prefill benchmark for the 0.5B and 1.5B shapes, the transformers reference and a
-# CLI smoke run, from the prebuilt binaries that scripts/build-cuda.sh put in gpu-bin/
-# (carry it). Writes at most 8 flat files under $OUT:
-#   nvidia-smi.txt env.txt parity.jsonl bench.jsonl reference.jsonl cli.jsonl
-#   stderr.log summary.txt
+# The ONE device run of issue 8 (no Rust, no network there): the GEMM/allocation probe,
+# GPU parity checks, the judge-prefill benchmark for the 0.5B and 1.5B shapes, the
+# transformers reference and a CLI smoke run, from the prebuilt binaries that
+# scripts/build-cuda.sh put in gpu-bin/ (carry it). Writes 8 flat files under $OUT (the
+# most a device call returns):
+#   env.txt probe.jsonl parity.jsonl bench.jsonl reference.jsonl cli.jsonl
+#   stderr.log (every step's stderr, cuBLAS logs, profiler output) summary.txt
 # Usage, from the repository root: OUT=/some/dir bench/gpu/run.sh  (expected 2-3
 # minutes; every step has a timeout, at most ~9 minutes in all: give the device call
 # a timeout_s of about 600).
@@ -33,12 +34,12 @@ step() { # NAME TIMEOUT OUTFILE CMD...: runs CMD, records exit code and seconds
     nvidia-smi
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit,driver_version \
         --format=csv
-} >"$OUT/nvidia-smi.txt" 2>&1
+} >"$OUT/env.txt" 2>&1
 
 # The binaries, as built or xz-compressed by scripts/build-cuda.sh (unpacked to /tmp;
 # python3's lzma when there is no xz).
 EXE="$(mktemp -d)"
-for name in self-judge bench_gpu gpu_parity; do
+for name in self-judge bench_gpu gpu_parity gpu_probe; do
     if [ -x "$BIN/$name" ]; then
         cp "$BIN/$name" "$EXE/"
     elif [ -e "$BIN/$name.xz" ]; then
@@ -102,7 +103,9 @@ FALLBACK=""
     LD_LIBRARY_PATH="$LDP" ldd "$EXE/bench_gpu"
     "${PYTHON:-python3}" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
     nproc
-} >"$OUT/env.txt" 2>&1
+    echo "features: $(cat "$BIN/features.txt" 2>/dev/null)"
+    echo "profilers: $(command -v ncu nsys 2>/dev/null | tr '\n' ' ')"
+} >>"$OUT/env.txt" 2>&1
 OURS=(env "LD_LIBRARY_PATH=$LDP${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
 # SMOKE=1: the same steps on the CPU with tiny sizes, to check this script anywhere.
 DEV=cuda
@@ -121,22 +124,62 @@ if [ "${SMOKE:-0}" = 1 ]; then
     REF=(--models tiny --prompts 16 --seq-len 64 --device cpu)
 fi
 
-# 1. (The first CUDA process also has the driver compile candle's PTX, ~5 MB, for the
-#    card; later ones find it in the driver's cache.)
-#    Correctness: CUDA bf16 against CPU f32, packed vs separate, judge winners; with
-#    the default f32 attention softmax (the gate), then with the bf16 softmax (to know
-#    whether the faster variant also holds the tolerance). Lines carry "softmax".
+# Built with --features flash-attn? Then the default attention path is flash, and the
+# batched path runs once more for comparison.
+FLASH=0
+grep -q flash-attn "$BIN/features.txt" 2>/dev/null && FLASH=1
+
+# 0. Where candle's GEMM loses to torch's (bench/gpu_probe.rs): stream-ordered
+#    allocation or not, allocation and per-op costs, candle's matmul against the same
+#    cuBLAS call into a buffer made once, a fresh handle, cuBLASLt, a kept memory pool,
+#    no event tracking. (The first CUDA process also has the driver compile candle's
+#    PTX, ~5 MB, for the card; later ones find it in the driver's cache.)
+if [ "$DEV" = cuda ]; then
+    step probe 90 "$OUT/probe.jsonl" "${OURS[@]}" "$EXE/gpu_probe" --device "$DEV"
+    #    Which algorithm cuBLAS(Lt) logs for candle's product and for cuBLASLt's own call
+    #    (log kept short), and, where Nsight Compute can read the counters (not on
+    #    gVisor), the kernels' names and times.
+    LOG=$(mktemp)
+    step probe-log 30 /dev/null env CUBLASLT_LOG_LEVEL=4 CUBLASLT_LOG_FILE="$LOG" \
+        CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG="$LOG.blas" "${OURS[@]}" "$EXE/gpu_probe" \
+        --device "$DEV" --cases gemm_candle,gemm_lt --n 4096
+    {
+        echo "== cuBLASLt log (CUBLASLT_LOG_LEVEL=4), first 60 lines"
+        head -n 60 "$LOG" 2>/dev/null
+        echo "== cuBLAS log, first 30 lines"
+        head -n 30 "$LOG.blas" 2>/dev/null
+    } >>"$ERR"
+    rm -f "$LOG" "$LOG.blas"
+    if command -v ncu >/dev/null; then
+        step ncu 90 "$ERR" "${OURS[@]}" ncu --clock-control none --launch-count 10 \
+            --kernel-name regex:"gemm|xmma|cutlass" \
+            --metrics gpu__time_duration.sum "$EXE/gpu_probe" --device "$DEV" \
+            --cases gemm_candle,gemm_lt --n 4096
+    fi
+fi
+# 1. Correctness: CUDA bf16 against CPU f32, packed vs separate, judge winners, on the
+#    default path (flash when built); then the batched path if flash was the default,
+#    else the bf16 attention softmax. Lines carry "attention" and "softmax".
 step parity 90 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" --device "$DEV" \
     --dtype bf16 "${PARITY[@]}"
-step parity-bf16-softmax 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
-    --device "$DEV" --dtype bf16 --softmax bf16 "${PARITY[@]}"
+if [ "$FLASH" = 1 ]; then
+    step parity-batched 60 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
+        --device "$DEV" --dtype bf16 --attention batched "${PARITY[@]}"
+else
+    step parity-bf16-softmax 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
+        --device "$DEV" --dtype bf16 --softmax bf16 "${PARITY[@]}"
+fi
 # 2. Throughput: bf16 GEMM peak, then judge prefill at 4k (= the reference's batch of
-#    8 x 512) and 8k..64k tokens for both shapes.
+#    8 x 512) and 8k..64k tokens for both shapes; again without cudarc's per-allocation
+#    events; and on the batched path when flash is the default.
 step "bench" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
     --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32
-#    and with cuBLAS allowed to reduce bf16 products in reduced precision (FAST_16BF).
-step "bench-fast-bf16" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
-    --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --fast-bf16
+step "bench-no-events" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+    --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --no-event-tracking
+if [ "$FLASH" = 1 ]; then
+    step "bench-batched" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+        --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --attention batched
+fi
 # 3. The seed's algorithm in transformers on the same shapes and prompt length.
 step reference 100 "$OUT/reference.jsonl" "${PYTHON:-python3}" bench/gpu/reference.py \
     "${REF[@]}" --forward

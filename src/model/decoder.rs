@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor, D};
 use super::attention::{attend, attend_batched, Masks};
 use super::batch::PackedBatch;
 use super::config::ModelConfig;
+use super::flash::VarlenLens;
 use super::kv::KvCache;
 use super::linear::Linear;
 use super::rope::Rotary;
@@ -21,6 +22,49 @@ use super::{ModelError, Result};
 pub enum OpsMode {
     Fused,
     Differentiable,
+}
+
+/// How attention runs over the sequences of a packed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionPath {
+    /// One sequence at a time ([`attend`]): the CPU default.
+    PerSequence,
+    /// Runs of equal-length sequences in one batched product ([`attend_batched`]): the
+    /// accelerator default without flash-attn.
+    Batched,
+    /// The whole packed batch in one variable-length flash-attention v2 call over its
+    /// `cu_seqlens` (feature `flash-attn`, CUDA, bf16/f16): no padding, no mask tensors.
+    /// Inference only (the kernel has no backward); training falls back to `Batched`.
+    Flash,
+}
+
+impl AttentionPath {
+    /// The fastest path available for `dtype` on `device`.
+    pub fn default_for(device: &Device, dtype: DType) -> Self {
+        if device.is_cpu() {
+            AttentionPath::PerSequence
+        } else if super::flash::available(device, dtype) {
+            AttentionPath::Flash
+        } else {
+            AttentionPath::Batched
+        }
+    }
+}
+
+impl std::str::FromStr for AttentionPath {
+    type Err = ModelError;
+
+    /// `per-sequence`, `batched` or `flash`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "per-sequence" => Ok(AttentionPath::PerSequence),
+            "batched" => Ok(AttentionPath::Batched),
+            "flash" => Ok(AttentionPath::Flash),
+            other => Err(ModelError::Config(format!(
+                "unknown attention path `{other}` (per-sequence, batched, flash)"
+            ))),
+        }
+    }
 }
 
 /// What a forward pass returns.
@@ -59,9 +103,7 @@ pub struct Decoder {
     pub lm_head: Linear,
     rotary: Rotary,
     mode: OpsMode,
-    /// Attention through [`attend_batched`] (the accelerator path) rather than
-    /// [`attend`] one sequence at a time (the CPU path).
-    batched_attention: bool,
+    attention: AttentionPath,
     /// Attention softmax in f32 (default) or, on the batched path, in the activation
     /// dtype.
     softmax_f32: bool,
@@ -128,7 +170,7 @@ impl Decoder {
             lm_head,
             rotary: Rotary::new(cfg, dtype, device)?,
             mode: OpsMode::Fused,
-            batched_attention: !device.is_cpu(),
+            attention: AttentionPath::default_for(device, dtype),
             softmax_f32: true,
             dtype,
             device: device.clone(),
@@ -145,11 +187,23 @@ impl Decoder {
         self.mode
     }
 
-    /// Chooses the attention path: batched (the default on an accelerator: runs of
-    /// equal-length sequences in one product) or one sequence at a time (the default on
-    /// the CPU). Switching lets the accelerator path be checked on the CPU.
-    pub fn set_batched_attention(&mut self, on: bool) {
-        self.batched_attention = on;
+    /// Chooses the attention path (default: [`AttentionPath::default_for`]). `Batched`
+    /// also runs on the CPU, so the accelerator path can be checked there; `Flash` is
+    /// refused where the build, device or dtype cannot run it.
+    pub fn set_attention_path(&mut self, path: AttentionPath) -> Result<()> {
+        if path == AttentionPath::Flash && !super::flash::available(&self.device, self.dtype) {
+            return Err(ModelError::Config(super::flash::unavailable_reason(
+                &self.device,
+                self.dtype,
+            )));
+        }
+        self.attention = path;
+        Ok(())
+    }
+
+    /// The attention path in use.
+    pub fn attention_path(&self) -> AttentionPath {
+        self.attention
     }
 
     /// Attention softmax in f32 (the default, as on the CPU path) or, with `false` and
@@ -230,8 +284,19 @@ impl Decoder {
         let pos = Tensor::from_vec(positions, t, &self.device)?;
         let (cos, sin) = self.rotary.tables(&pos)?;
         let mut x = self.embed_tokens.index_select(&ids, 0)?;
-        let mut masks = Masks::new(self.dtype, &self.device);
-        let runs = equal_length_runs(batch);
+        let flash = self.attention == AttentionPath::Flash && self.mode == OpsMode::Fused;
+        let mut plan = BatchPlan {
+            batch,
+            past: &past,
+            runs: equal_length_runs(batch),
+            masks: Masks::new(self.dtype, &self.device),
+            flash: if flash {
+                let new: Vec<usize> = (0..n_seqs).map(|i| batch.seq_len(i)).collect();
+                Some(VarlenLens::new(&new, &past, &self.device)?)
+            } else {
+                None
+            },
+        };
         let (hq, hkv, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.num_key_value_heads,
@@ -252,56 +317,13 @@ impl Decoder {
                     Rotary::apply_differentiable(&k, &cos, &sin)?,
                 ),
             };
-            let window = layer.sliding_window;
-            let mut outs = Vec::with_capacity(n_seqs);
-            if self.batched_attention && caches.is_none() {
-                // No caches: runs of equal-length sequences in one batch.
-                for &(first, count) in &runs {
-                    let (start, n) = (batch.cu_seqlens[first], batch.seq_len(first));
-                    let rows = |x: &Tensor, heads: usize| {
-                        x.narrow(0, start, count * n)?
-                            .reshape((count, n, heads, hd))
-                    };
-                    let mask = masks.get(n, 0, window)?;
-                    outs.push(attend_batched(
-                        &rows(&q, hq)?,
-                        &rows(&k, hkv)?,
-                        &rows(&v, hkv)?,
-                        mask.as_ref(),
-                        self.mode,
-                        self.softmax_f32,
-                    )?);
-                }
-            } else {
-                for i in 0..n_seqs {
-                    let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
-                    let qi = q.narrow(0, start, n)?;
-                    let ki = k.narrow(0, start, n)?;
-                    let vi = v.narrow(0, start, n)?;
-                    let (kf, vf) = match caches.as_deref_mut() {
-                        Some(c) => c[i].append(li, &ki, &vi)?,
-                        None => (ki, vi),
-                    };
-                    let mask = masks.get(n, past[i], window)?;
-                    outs.push(if !self.batched_attention {
-                        attend(&qi, &kf, &vf, mask.as_ref(), self.mode)?
-                    } else {
-                        attend_batched(
-                            &qi.unsqueeze(0)?,
-                            &kf.unsqueeze(0)?,
-                            &vf.unsqueeze(0)?,
-                            mask.as_ref(),
-                            self.mode,
-                            self.softmax_f32,
-                        )?
-                    });
-                }
-            }
-            let attn = if outs.len() == 1 {
-                outs.pop().expect("one output")
-            } else {
-                Tensor::cat(&outs, 0)?
-            };
+            let attn = self.attention(
+                li,
+                (&q, &k, &v),
+                layer.sliding_window,
+                &mut plan,
+                caches.as_deref_mut(),
+            )?;
             x = (x + layer.o_proj.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.post_attention_layernorm)?;
             let gate = layer.gate_proj.forward(&h)?.silu()?;
@@ -328,10 +350,106 @@ impl Decoder {
         }
     }
 
+    /// One layer's attention over the packed batch, `[t, hq * d]`, by the path in use
+    /// (in the differentiable mode `Flash` runs as `Batched`). With `caches`, each
+    /// sequence's new keys/values are appended first.
+    fn attention(
+        &self,
+        li: usize,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        window: Option<usize>,
+        plan: &mut BatchPlan,
+        mut caches: Option<&mut [KvCache]>,
+    ) -> Result<Tensor> {
+        let batch = plan.batch;
+        let n_seqs = batch.num_seqs();
+        let hd = self.cfg.head_dim;
+        let (hq, hkv) = (q.dim(1)?, k.dim(1)?);
+        if let Some(lens) = &plan.flash {
+            let (kf, vf) = match caches {
+                None => (k.clone(), v.clone()),
+                Some(c) => {
+                    let (mut ks, mut vs) = (Vec::with_capacity(n_seqs), Vec::with_capacity(n_seqs));
+                    for (i, cache) in c.iter_mut().enumerate() {
+                        let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
+                        let (kf, vf) =
+                            cache.append(li, &k.narrow(0, start, n)?, &v.narrow(0, start, n)?)?;
+                        ks.push(kf);
+                        vs.push(vf);
+                    }
+                    (Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?)
+                }
+            };
+            return super::flash::attend_varlen(q, &kf, &vf, lens, window);
+        }
+        let batched = self.attention != AttentionPath::PerSequence;
+        let mut outs = Vec::with_capacity(n_seqs);
+        if batched && caches.is_none() {
+            // No caches: runs of equal-length sequences in one batch.
+            for &(first, count) in &plan.runs {
+                let (start, n) = (batch.cu_seqlens[first], batch.seq_len(first));
+                let rows = |x: &Tensor, heads: usize| {
+                    x.narrow(0, start, count * n)?
+                        .reshape((count, n, heads, hd))
+                };
+                let mask = plan.masks.get(n, 0, window)?;
+                outs.push(attend_batched(
+                    &rows(q, hq)?,
+                    &rows(k, hkv)?,
+                    &rows(v, hkv)?,
+                    mask.as_ref(),
+                    self.mode,
+                    self.softmax_f32,
+                )?);
+            }
+        } else {
+            for i in 0..n_seqs {
+                let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
+                let qi = q.narrow(0, start, n)?;
+                let ki = k.narrow(0, start, n)?;
+                let vi = v.narrow(0, start, n)?;
+                let (kf, vf) = match caches.as_deref_mut() {
+                    Some(c) => c[i].append(li, &ki, &vi)?,
+                    None => (ki, vi),
+                };
+                let mask = plan.masks.get(n, plan.past[i], window)?;
+                outs.push(if !batched {
+                    attend(&qi, &kf, &vf, mask.as_ref(), self.mode)?
+                } else {
+                    attend_batched(
+                        &qi.unsqueeze(0)?,
+                        &kf.unsqueeze(0)?,
+                        &vf.unsqueeze(0)?,
+                        mask.as_ref(),
+                        self.mode,
+                        self.softmax_f32,
+                    )?
+                });
+            }
+        }
+        Ok(if outs.len() == 1 {
+            outs.pop().expect("one output")
+        } else {
+            Tensor::cat(&outs, 0)?
+        })
+    }
+
     /// Convenience: last-position logits of each sequence, `[n, vocab]`.
     pub fn last_logits<S: AsRef<[u32]>>(&self, seqs: &[S]) -> Result<Tensor> {
         self.forward(&PackedBatch::new(seqs)?, None, Output::LastLogits)
     }
+}
+
+/// What every layer's attention needs to know about the batch of one forward pass.
+struct BatchPlan<'a> {
+    batch: &'a PackedBatch,
+    /// Cached positions per sequence.
+    past: &'a [usize],
+    /// Runs of equal-length sequences, for the batched path.
+    runs: Vec<(usize, usize)>,
+    masks: Masks,
+    /// Sequence boundaries on the device, when the flash path runs.
+    flash: Option<VarlenLens>,
 }
 
 /// Maximal runs of consecutive sequences of equal length, as (first, count).

@@ -127,6 +127,10 @@ impl LoadedModel {
             )));
         }
         let chat_template = template.as_deref().map(ChatTemplate::new).transpose()?;
+        // On CUDA the weight copies are queued on the loading thread's stream; the engine
+        // runs on another thread (another per-thread stream), so they must be complete
+        // before it starts.
+        decoder.device().synchronize()?;
         Ok(Self {
             decoder,
             tokenizer,

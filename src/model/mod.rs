@@ -6,6 +6,7 @@ pub mod batch;
 pub mod config;
 pub mod decoder;
 pub mod device;
+pub mod flash;
 pub mod gguf;
 pub mod kv;
 pub mod linear;
@@ -15,7 +16,7 @@ pub mod weights;
 
 pub use batch::PackedBatch;
 pub use config::{ModelConfig, RopeScaling};
-pub use decoder::{Decoder, OpsMode, Output};
+pub use decoder::{AttentionPath, Decoder, OpsMode, Output};
 pub use device::{default_dtype, device_name, parse_device};
 pub use kv::KvCache;
 pub use loader::{LoadOptions, LoadedModel, WeightFormat};

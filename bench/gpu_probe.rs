@@ -1,0 +1,270 @@
+//! Where candle's bf16 GEMM loses its speed on the GPU (issue 8). On a lent H200 the
+//! 8192³ product ran at 133 TFLOP/s through `Tensor::matmul` while the same cuBLAS
+//! call from Python reached 672. This probe times, in one process and on candle's own
+//! device, the steps between the two, so one device call tells which one costs:
+//!
+//! - `context`: how cudarc runs here: stream-ordered allocation (`cuMemAllocAsync`)
+//!   supported or the synchronous fallback (every free then waits for the stream),
+//!   event tracking, the memory pool's release threshold.
+//! - `alloc`: microseconds per allocate + free of a GEMM output (`[n,n]` bf16), as
+//!   candle does once per op.
+//! - `small_ops`: microseconds per elementwise add, `[4096,896]` and `[8]` (launch +
+//!   allocation overhead per op).
+//! - `gemm_*` (TFLOP/s, `2n³` per product): `candle` (`a.matmul(&b)`, a fresh output
+//!   each time, as bench_gpu), `raw_candle_handle` (the identical
+//!   `cublasGemmStridedBatchedEx` call on candle's cuBLAS handle into a buffer allocated
+//!   once), `raw_new_handle` (a fresh handle on the same stream), `lt` (cuBLASLt with
+//!   a 32 MiB workspace, as cudarc's `CudaBlasLT`), then `candle` again after raising
+//!   the pool's release threshold (`candle_pool_kept`) and after turning event tracking
+//!   off (`candle_no_events`, then `small_ops_no_events`).
+//!
+//! Prints one JSON line per measurement. Run on the device:
+//! `gpu_probe [--device cuda:0] [--n 8192] [--cases context,alloc,...]`; with
+//! `CUBLASLT_LOG_LEVEL=2` set, cuBLASLt logs the kernel it picks for each call.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::cuda_backend::cudarc;
+use candle_core::{DType, Device, Storage, Tensor};
+use cudarc::cublas::{result as blas, sys as bsys, CudaBlas};
+use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use cudarc::driver::{result as drv, sys as dsys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use half::bf16;
+use serde_json::json;
+
+use self_judge::model::parse_device;
+
+const CASES: &str = "context,alloc,small_ops,gemm_candle,gemm_raw_candle_handle,\
+gemm_raw_new_handle,gemm_lt,gemm_candle_pool_kept,gemm_candle_no_events";
+
+/// Runs `f` for half a second to raise the clocks, then at least a second in groups
+/// of five between synchronizations; returns calls per second.
+fn calls_per_s(
+    mut f: impl FnMut() -> anyhow::Result<()>,
+    sync: &dyn Fn() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < 0.5 {
+        f()?;
+        sync()?;
+    }
+    let (t, mut done) = (Instant::now(), 0usize);
+    while t.elapsed().as_secs_f64() < 1.0 || done < 10 {
+        for _ in 0..5 {
+            f()?;
+        }
+        sync()?;
+        done += 5;
+    }
+    Ok(done as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The device pointer of a contiguous bf16 tensor's storage.
+fn slice_of(t: &Tensor) -> anyhow::Result<CudaSlice<bf16>> {
+    let (storage, layout) = t.storage_and_layout();
+    if layout.start_offset() != 0 || !layout.is_contiguous() {
+        bail!("expected a contiguous tensor at offset 0");
+    }
+    match &*storage {
+        Storage::Cuda(s) => Ok(s.as_cuda_slice::<bf16>()?.clone()),
+        _ => bail!("not a CUDA tensor"),
+    }
+}
+
+/// `c = a · b` for row-major `[n,n]` bf16 matrices, exactly as candle 0.11 calls cuBLAS
+/// for a contiguous `a.matmul(&b)`: column-major `cᵀ = bᵀ aᵀ`, f32 compute, tensor-op
+/// algorithm, batch 1.
+fn raw_gemm(
+    handle: &CudaBlas,
+    stream: &CudaStream,
+    n: usize,
+    a: &CudaSlice<bf16>,
+    b: &CudaSlice<bf16>,
+    c: &mut CudaSlice<bf16>,
+) -> anyhow::Result<()> {
+    let (alpha, beta) = (1f32, 0f32);
+    let ni = n as i32;
+    let (pa, _ga) = a.device_ptr(stream);
+    let (pb, _gb) = b.device_ptr(stream);
+    let (pc, _gc) = c.device_ptr_mut(stream);
+    unsafe {
+        blas::gemm_strided_batched_ex(
+            *handle.handle(),
+            bsys::cublasOperation_t::CUBLAS_OP_N,
+            bsys::cublasOperation_t::CUBLAS_OP_N,
+            ni,
+            ni,
+            ni,
+            (&alpha) as *const f32 as *const _,
+            pb as *const _,
+            bsys::cudaDataType_t::CUDA_R_16BF,
+            ni,
+            (n * n) as i64,
+            pa as *const _,
+            bsys::cudaDataType_t::CUDA_R_16BF,
+            ni,
+            (n * n) as i64,
+            (&beta) as *const f32 as *const _,
+            pc as *mut _,
+            bsys::cudaDataType_t::CUDA_R_16BF,
+            ni,
+            (n * n) as i64,
+            1,
+            bsys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            bsys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT_TENSOR_OP,
+        )?;
+    }
+    Ok(())
+}
+
+/// The release threshold (bytes) of the device's current memory pool.
+fn pool_threshold(cu_device: dsys::CUdevice) -> anyhow::Result<u64> {
+    let mut v = 0u64;
+    unsafe {
+        let pool = drv::device::get_mem_pool(cu_device)?;
+        drv::mem_pool::get_attribute(
+            pool,
+            dsys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut v) as *mut u64 as *mut _,
+        )?;
+    }
+    Ok(v)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .map(|i| args[i + 1].clone())
+    };
+    let device = parse_device(&get("--device").unwrap_or_else(|| "cuda:0".into()))?;
+    let n: usize = get("--n").map_or(Ok(8192), |s| s.parse())?;
+    let cases = get("--cases").unwrap_or_else(|| CASES.into());
+    let want = |c: &str| cases.split(',').any(|x| x == c);
+    let Device::Cuda(dev) = &device else {
+        bail!("gpu_probe needs --device cuda[:N]")
+    };
+    let stream = dev.cuda_stream();
+    let ctx = stream.context().clone();
+    let sync = || -> anyhow::Result<()> { Ok(stream.synchronize()?) };
+    let flops = 2.0 * (n as f64).powi(3) / 1e12;
+    let emit = |v: serde_json::Value| println!("{v}");
+
+    if want("context") {
+        emit(
+            json!({"kind": "context", "has_async_alloc": ctx.has_async_alloc(),
+            "event_tracking": ctx.is_event_tracking(),
+            "multi_stream": ctx.is_in_multi_stream_mode(),
+            "per_thread_stream": stream.cu_stream() as usize == 2,
+            "pool_release_threshold": pool_threshold(ctx.cu_device()).ok()}),
+        );
+    }
+    if want("alloc") {
+        let bytes = n * n * 2;
+        let per = calls_per_s(
+            || {
+                let s = unsafe { stream.alloc::<u8>(bytes) }?;
+                drop(s);
+                Ok(())
+            },
+            &sync,
+        )?;
+        emit(json!({"kind": "alloc", "bytes": bytes, "us_per_alloc_free": 1e6 / per}));
+    }
+    let small_ops = |label: &str| -> anyhow::Result<()> {
+        for shape in [vec![4096usize, 896], vec![8]] {
+            let x = Tensor::ones(shape.as_slice(), DType::BF16, &device)?;
+            let per = calls_per_s(|| (&x + &x).map(drop).map_err(Into::into), &sync)?;
+            emit(json!({"kind": label, "shape": shape, "us_per_op": 1e6 / per}));
+        }
+        Ok(())
+    };
+    if want("small_ops") {
+        small_ops("small_ops")?;
+    }
+    let a = Tensor::ones((n, n), DType::BF16, &device)?.affine(0.01, 0.0)?;
+    let b = Tensor::ones((n, n), DType::BF16, &device)?.affine(0.02, 0.0)?;
+    let candle_gemm = |name: &str| -> anyhow::Result<()> {
+        let per = calls_per_s(|| a.matmul(&b).map(drop).map_err(Into::into), &sync)?;
+        emit(json!({"kind": "gemm", "path": name, "n": n, "tflops": per * flops}));
+        Ok(())
+    };
+    if want("gemm_candle") {
+        candle_gemm("candle")?;
+    }
+    let (sa, sb) = (slice_of(&a)?, slice_of(&b)?);
+    let mut c = unsafe { stream.alloc::<bf16>(n * n) }?;
+    if want("gemm_raw_candle_handle") {
+        let h = dev.cublas_handle();
+        let per = calls_per_s(|| raw_gemm(&h, &stream, n, &sa, &sb, &mut c), &sync)?;
+        emit(json!({"kind": "gemm", "path": "raw_candle_handle", "n": n, "tflops": per * flops}));
+        // Same numbers as candle's own product?
+        let via_candle = a
+            .matmul(&b)?
+            .flatten_all()?
+            .narrow(0, 0, 64)?
+            .to_vec1::<bf16>()?;
+        let raw = stream.clone_dtoh(&c.slice(0..64))?;
+        let same = via_candle == raw;
+        emit(json!({"kind": "check", "raw_equals_candle": same}));
+    }
+    if want("gemm_raw_new_handle") {
+        let h = CudaBlas::new(stream.clone())?;
+        let per = calls_per_s(|| raw_gemm(&h, &stream, n, &sa, &sb, &mut c), &sync)?;
+        emit(json!({"kind": "gemm", "path": "raw_new_handle", "n": n, "tflops": per * flops}));
+    }
+    if want("gemm_lt") {
+        let lt = CudaBlasLT::new(stream.clone())?;
+        let cfg = MatmulConfig {
+            transa: false,
+            transb: false,
+            transc: false,
+            m: n as u64,
+            n: n as u64,
+            k: n as u64,
+            alpha: 1.0,
+            lda: n as i64,
+            ldb: n as i64,
+            beta: 0.0,
+            ldc: n as i64,
+            stride_a: None,
+            stride_b: None,
+            stride_c: None,
+            stride_bias: None,
+            batch_size: None,
+        };
+        let per = calls_per_s(
+            || Ok(unsafe { lt.matmul(cfg, &sb, &sa, &mut c, None, None) }?),
+            &sync,
+        )?;
+        emit(json!({"kind": "gemm", "path": "lt", "n": n, "tflops": per * flops}));
+    }
+    if want("gemm_candle_pool_kept") {
+        let kept = unsafe {
+            let pool = drv::device::get_mem_pool(ctx.cu_device())?;
+            let mut v = u64::MAX;
+            drv::mem_pool::set_attribute(
+                pool,
+                dsys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut v) as *mut u64 as *mut _,
+            )
+        };
+        emit(
+            json!({"kind": "pool", "set_release_threshold_ok": kept.is_ok(),
+            "now": pool_threshold(ctx.cu_device()).ok()}),
+        );
+        candle_gemm("candle_pool_kept")?;
+    }
+    if want("gemm_candle_no_events") {
+        // Only tensors made after this point skip the events, hence fresh inputs.
+        unsafe { dev.disable_event_tracking() };
+        let a2 = a.copy()?;
+        let b2 = b.copy()?;
+        let per = calls_per_s(|| a2.matmul(&b2).map(drop).map_err(Into::into), &sync)?;
+        emit(json!({"kind": "gemm", "path": "candle_no_events", "n": n, "tflops": per * flops}));
+        small_ops("small_ops_no_events")?;
+    }
+    sync().context("final synchronize")
+}
