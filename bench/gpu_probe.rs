@@ -6,6 +6,7 @@
 //! - `context`: how cudarc runs here: stream-ordered allocation (`cuMemAllocAsync`)
 //!   supported or the synchronous fallback (every free then waits for the stream),
 //!   event tracking, the memory pool's release threshold.
+//! - `sync`: microseconds per synchronize of an idle stream (the host's wait latency).
 //! - `alloc`: microseconds per allocate + free of a GEMM output (`[n,n]` bf16), as
 //!   candle does once per op.
 //! - `small_ops`: microseconds per elementwise add, `[4096,896]` and `[8]` (launch +
@@ -17,6 +18,8 @@
 //!   a 32 MiB workspace, as cudarc's `CudaBlasLT`), then `candle` again after raising
 //!   the pool's release threshold (`candle_pool_kept`) and after turning event tracking
 //!   off (`candle_no_events`, then `small_ops_no_events`).
+//! - `gemm_gpu_time` (for `candle` and `raw_candle_handle`): the same products timed by
+//!   CUDA events on the GPU, so kernel speed is told apart from host-side costs.
 //!
 //! Prints one JSON line per measurement. Run on the device:
 //! `gpu_probe [--device cuda:0] [--n 8192] [--cases context,alloc,...]`; with
@@ -35,7 +38,7 @@ use serde_json::json;
 
 use self_judge::model::parse_device;
 
-const CASES: &str = "context,alloc,small_ops,gemm_candle,gemm_raw_candle_handle,\
+const CASES: &str = "context,sync,alloc,small_ops,gemm_candle,gemm_raw_candle_handle,\
 gemm_raw_new_handle,gemm_lt,gemm_candle_pool_kept,gemm_candle_no_events";
 
 /// Runs `f` for half a second to raise the clocks, then at least a second in groups
@@ -58,6 +61,26 @@ fn calls_per_s(
         done += 5;
     }
     Ok(done as f64 / t.elapsed().as_secs_f64())
+}
+
+/// GPU time per call of `f` in milliseconds, from CUDA events around 10 calls queued
+/// back to back (after 3 warm-up calls): the kernels' own time, whatever the host's
+/// allocation or synchronization costs.
+fn gpu_ms_per_call(
+    stream: &std::sync::Arc<CudaStream>,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let timing = Some(dsys::CUevent_flags::CU_EVENT_DEFAULT);
+    let start = stream.record_event(timing)?;
+    for _ in 0..10 {
+        f()?;
+    }
+    let end = stream.record_event(timing)?;
+    end.synchronize()?;
+    Ok(start.elapsed_ms(&end)? as f64 / 10.0)
 }
 
 /// The device pointer of a contiguous bf16 tensor's storage.
@@ -161,6 +184,11 @@ fn main() -> anyhow::Result<()> {
             "pool_release_threshold": pool_threshold(ctx.cu_device()).ok()}),
         );
     }
+    if want("sync") {
+        // Host round trip of a synchronize on an idle stream (how the driver waits).
+        let per = calls_per_s(|| Ok(()), &sync)?;
+        emit(json!({"kind": "sync", "us_per_idle_synchronize": 1e6 / per}));
+    }
     if want("alloc") {
         let bytes = n * n * 2;
         let per = calls_per_s(
@@ -193,6 +221,11 @@ fn main() -> anyhow::Result<()> {
     };
     if want("gemm_candle") {
         candle_gemm("candle")?;
+        let ms = gpu_ms_per_call(&stream, || a.matmul(&b).map(drop).map_err(Into::into))?;
+        emit(
+            json!({"kind": "gemm_gpu_time", "path": "candle", "n": n, "ms": ms,
+            "tflops": flops / (ms / 1e3)}),
+        );
     }
     let (sa, sb) = (slice_of(&a)?, slice_of(&b)?);
     let mut c = unsafe { stream.alloc::<bf16>(n * n) }?;
@@ -200,6 +233,11 @@ fn main() -> anyhow::Result<()> {
         let h = dev.cublas_handle();
         let per = calls_per_s(|| raw_gemm(&h, &stream, n, &sa, &sb, &mut c), &sync)?;
         emit(json!({"kind": "gemm", "path": "raw_candle_handle", "n": n, "tflops": per * flops}));
+        let ms = gpu_ms_per_call(&stream, || raw_gemm(&h, &stream, n, &sa, &sb, &mut c))?;
+        emit(
+            json!({"kind": "gemm_gpu_time", "path": "raw_candle_handle", "n": n, "ms": ms,
+            "tflops": flops / (ms / 1e3)}),
+        );
         // Same numbers as candle's own product?
         let via_candle = a
             .matmul(&b)?

@@ -6,9 +6,10 @@
 # most a device call returns):
 #   env.txt probe.jsonl parity.jsonl bench.jsonl reference.jsonl cli.jsonl
 #   stderr.log (every step's stderr, cuBLAS logs, profiler output) summary.txt
-# Usage, from the repository root: OUT=/some/dir bench/gpu/run.sh  (expected 2-3
-# minutes; every step has a timeout, at most ~9 minutes in all: give the device call
-# a timeout_s of about 600).
+# Usage, from the repository root: OUT=/some/dir bench/gpu/run.sh  (expected 4-5
+# minutes; every step has a timeout, and a step that would start after BUDGET seconds
+# (default 500) is skipped, so the whole run stays under ~9 minutes: give the device
+# call a timeout_s of about 600).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:?set OUT}"
@@ -24,6 +25,10 @@ step() { # NAME TIMEOUT OUTFILE CMD...: runs CMD, records exit code and seconds
     local name=$1 limit=$2 out=$3
     shift 3
     local t=$(date +%s)
+    if [ $((t - T0)) -gt "${BUDGET:-500}" ]; then
+        echo "$name skipped (over the time budget)" | tee -a "$SUMMARY"
+        return
+    fi
     echo "== $name: $*" >>"$ERR"
     timeout --kill-after=10 "$limit" "$@" >>"$out" 2>>"$ERR"
     local rc=$?
@@ -135,7 +140,7 @@ grep -q flash-attn "$BIN/features.txt" 2>/dev/null && FLASH=1
 #    no event tracking. (The first CUDA process also has the driver compile candle's
 #    PTX, ~5 MB, for the card; later ones find it in the driver's cache.)
 if [ "$DEV" = cuda ]; then
-    step probe 90 "$OUT/probe.jsonl" "${OURS[@]}" "$EXE/gpu_probe" --device "$DEV"
+    step probe 60 "$OUT/probe.jsonl" "${OURS[@]}" "$EXE/gpu_probe" --device "$DEV"
     #    Which algorithm cuBLAS(Lt) logs for candle's product and for cuBLASLt's own call
     #    (log kept short), and, where Nsight Compute can read the counters (not on
     #    gVisor), the kernels' names and times.
@@ -151,7 +156,7 @@ if [ "$DEV" = cuda ]; then
     } >>"$ERR"
     rm -f "$LOG" "$LOG.blas"
     if command -v ncu >/dev/null; then
-        step ncu 90 "$ERR" "${OURS[@]}" ncu --clock-control none --launch-count 10 \
+        step ncu 60 "$ERR" "${OURS[@]}" ncu --clock-control none --launch-count 10 \
             --kernel-name regex:"gemm|xmma|cutlass" \
             --metrics gpu__time_duration.sum "$EXE/gpu_probe" --device "$DEV" \
             --cases gemm_candle,gemm_lt --n 4096
@@ -163,27 +168,37 @@ fi
 step parity 90 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" --device "$DEV" \
     --dtype bf16 "${PARITY[@]}"
 if [ "$FLASH" = 1 ]; then
-    step parity-batched 60 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
+    step parity-batched 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
         --device "$DEV" --dtype bf16 --attention batched "${PARITY[@]}"
 else
     step parity-bf16-softmax 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
         --device "$DEV" --dtype bf16 --softmax bf16 "${PARITY[@]}"
 fi
 # 2. Throughput: bf16 GEMM peak, then judge prefill at 4k (= the reference's batch of
-#    8 x 512) and 8k..64k tokens for both shapes; again without cudarc's per-allocation
-#    events; and on the batched path when flash is the default.
-step "bench" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+#    8 x 512) and 8k..64k tokens for both shapes.
+step "bench" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
     --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32
-step "bench-no-events" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+# 3. The seed's algorithm in transformers on the same shapes and prompt length (before
+#    the variants, so that the time budget never drops it).
+step reference 80 "$OUT/reference.jsonl" "${PYTHON:-python3}" bench/gpu/reference.py \
+    "${REF[@]}" --forward
+# 4. Variants: without cudarc's per-allocation events,
+step "bench-no-events" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
     --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --no-event-tracking
+#    with the projections through cuBLASLt (SELF_JUDGE_CUBLASLT=1, src/model/cublaslt.rs):
+#    its logits against the CPU's first, then its throughput.
+if [ "$DEV" = cuda ]; then
+    step parity-cublaslt 45 "$OUT/parity.jsonl" env SELF_JUDGE_CUBLASLT=1 "${OURS[@]}" \
+        "$EXE/gpu_parity" --device "$DEV" --dtype bf16 "${PARITY[@]}"
+    step "bench-cublaslt" 60 "$OUT/bench.jsonl" env SELF_JUDGE_CUBLASLT=1 "${OURS[@]}" \
+        "$EXE/bench_gpu" --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32
+fi
+#    and on the batched attention path when flash is the default.
 if [ "$FLASH" = 1 ]; then
-    step "bench-batched" 90 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+    step "bench-batched" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
         --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --attention batched
 fi
-# 3. The seed's algorithm in transformers on the same shapes and prompt length.
-step reference 100 "$OUT/reference.jsonl" "${PYTHON:-python3}" bench/gpu/reference.py \
-    "${REF[@]}" --forward
-# 4. The CLI on the GPU: verdicts of the trained tiny judge (else tiny-chat) on the
+# 5. The CLI on the GPU: verdicts of the trained tiny judge (else tiny-chat) on the
 #    held-out arithmetic pairs (their extra "correct" field removed: the CLI refuses
 #    unknown fields).
 PAIRS=$(mktemp)

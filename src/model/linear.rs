@@ -89,9 +89,10 @@ impl Linear {
     /// Applies the projection to `[T, in]` (or any leading dims).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut y = match &self.weight {
-            LinearWeight::Dense(w) => match xs.rank() {
-                2 => xs.matmul(&w.t()?)?,
-                _ => xs.broadcast_matmul(&w.t()?)?,
+            LinearWeight::Dense(w) => match dense_accelerated(xs, w)? {
+                Some(y) => y,
+                None if xs.rank() == 2 => xs.matmul(&w.t()?)?,
+                None => xs.broadcast_matmul(&w.t()?)?,
             },
             LinearWeight::Quantized(q) => {
                 let dt = xs.dtype();
@@ -115,4 +116,15 @@ impl Linear {
         }
         Ok(y)
     }
+}
+
+/// The cuBLASLt product where it is enabled and applies (see `super::cublaslt`).
+#[cfg(feature = "cuda")]
+fn dense_accelerated(xs: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    super::cublaslt::linear(xs, w)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn dense_accelerated(_xs: &Tensor, _w: &Tensor) -> Result<Option<Tensor>> {
+    Ok(None)
 }
