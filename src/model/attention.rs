@@ -4,8 +4,11 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::batch::PackedBatch;
 use super::decoder::{softmax_differentiable, OpsMode};
-use super::Result;
+use super::flash::VarlenLens;
+use super::kv::KvCache;
+use super::{ModelError, Result};
 
 /// Additive mask `[n, past + n]`: new token j (absolute position past + j) sees key
 /// position p when p <= past + j and, with a sliding window w, past + j - p < w.
@@ -162,6 +165,153 @@ pub fn attend_batched(
         .permute((0, 2, 1, 3))?
         .contiguous()?
         .reshape((b * n, hq * d))?)
+}
+
+/// How attention runs over the sequences of a packed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionPath {
+    /// One sequence at a time ([`attend`]): the CPU default.
+    PerSequence,
+    /// Runs of equal-length sequences in one batched product ([`attend_batched`]): the
+    /// accelerator default without flash-attn.
+    Batched,
+    /// The whole packed batch in one variable-length flash-attention v2 call over its
+    /// `cu_seqlens` (feature `flash-attn`, CUDA, bf16/f16): no padding, no mask tensors.
+    /// Inference only (the kernel has no backward); training falls back to `Batched`.
+    Flash,
+}
+
+impl AttentionPath {
+    /// The fastest path available for `dtype` on `device`.
+    pub fn default_for(device: &Device, dtype: DType) -> Self {
+        if device.is_cpu() {
+            AttentionPath::PerSequence
+        } else if super::flash::available(device, dtype) {
+            AttentionPath::Flash
+        } else {
+            AttentionPath::Batched
+        }
+    }
+}
+
+impl std::str::FromStr for AttentionPath {
+    type Err = ModelError;
+
+    /// `per-sequence`, `batched` or `flash`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "per-sequence" => Ok(AttentionPath::PerSequence),
+            "batched" => Ok(AttentionPath::Batched),
+            "flash" => Ok(AttentionPath::Flash),
+            other => Err(ModelError::Config(format!(
+                "unknown attention path `{other}` (per-sequence, batched, flash)"
+            ))),
+        }
+    }
+}
+
+/// The attention settings of a decoder, as one layer's attention needs them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AttentionOps {
+    pub path: AttentionPath,
+    pub mode: OpsMode,
+    pub softmax_f32: bool,
+}
+
+/// What every layer's attention needs to know about the batch of one forward pass.
+pub(super) struct BatchPlan<'a> {
+    pub batch: &'a PackedBatch,
+    /// Cached positions per sequence.
+    pub past: &'a [usize],
+    /// Runs of equal-length sequences, for the batched path.
+    pub runs: Vec<(usize, usize)>,
+    pub masks: Masks,
+    /// Sequence boundaries on the device, when the flash path runs.
+    pub flash: Option<VarlenLens>,
+}
+
+/// One layer's attention over the packed batch, `[t, hq * d]`, by the path in use
+/// (in the differentiable mode `Flash` runs as `Batched`). With `caches`, each
+/// sequence's new keys/values are appended first.
+pub(super) fn attend_layer(
+    ops: AttentionOps,
+    li: usize,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    window: Option<usize>,
+    plan: &mut BatchPlan,
+    mut caches: Option<&mut [KvCache]>,
+) -> Result<Tensor> {
+    let batch = plan.batch;
+    let n_seqs = batch.num_seqs();
+    let hd = q.dim(2)?;
+    let (hq, hkv) = (q.dim(1)?, k.dim(1)?);
+    if let Some(lens) = &plan.flash {
+        let (kf, vf) = match caches {
+            None => (k.clone(), v.clone()),
+            Some(c) => {
+                let (mut ks, mut vs) = (Vec::with_capacity(n_seqs), Vec::with_capacity(n_seqs));
+                for (i, cache) in c.iter_mut().enumerate() {
+                    let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
+                    let (kf, vf) =
+                        cache.append(li, &k.narrow(0, start, n)?, &v.narrow(0, start, n)?)?;
+                    ks.push(kf);
+                    vs.push(vf);
+                }
+                (Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?)
+            }
+        };
+        return super::flash::attend_varlen(q, &kf, &vf, lens, window);
+    }
+    let batched = ops.path != AttentionPath::PerSequence;
+    let mut outs = Vec::with_capacity(n_seqs);
+    if batched && caches.is_none() {
+        // No caches: runs of equal-length sequences in one batch.
+        for &(first, count) in &plan.runs {
+            let (start, n) = (batch.cu_seqlens[first], batch.seq_len(first));
+            let rows = |x: &Tensor, heads: usize| {
+                x.narrow(0, start, count * n)?
+                    .reshape((count, n, heads, hd))
+            };
+            let mask = plan.masks.get(n, 0, window)?;
+            outs.push(attend_batched(
+                &rows(q, hq)?,
+                &rows(k, hkv)?,
+                &rows(v, hkv)?,
+                mask.as_ref(),
+                ops.mode,
+                ops.softmax_f32,
+            )?);
+        }
+    } else {
+        for i in 0..n_seqs {
+            let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
+            let qi = q.narrow(0, start, n)?;
+            let ki = k.narrow(0, start, n)?;
+            let vi = v.narrow(0, start, n)?;
+            let (kf, vf) = match caches.as_deref_mut() {
+                Some(c) => c[i].append(li, &ki, &vi)?,
+                None => (ki, vi),
+            };
+            let mask = plan.masks.get(n, plan.past[i], window)?;
+            outs.push(if !batched {
+                attend(&qi, &kf, &vf, mask.as_ref(), ops.mode)?
+            } else {
+                attend_batched(
+                    &qi.unsqueeze(0)?,
+                    &kf.unsqueeze(0)?,
+                    &vf.unsqueeze(0)?,
+                    mask.as_ref(),
+                    ops.mode,
+                    ops.softmax_f32,
+                )?
+            });
+        }
+    }
+    Ok(if outs.len() == 1 {
+        outs.pop().expect("one output")
+    } else {
+        Tensor::cat(&outs, 0)?
+    })
 }
 
 #[cfg(test)]

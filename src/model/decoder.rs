@@ -6,7 +6,8 @@
 
 use candle_core::{DType, Device, Tensor, D};
 
-use super::attention::{attend, attend_batched, Masks};
+pub use super::attention::AttentionPath;
+use super::attention::{attend_layer, AttentionOps, BatchPlan, Masks};
 use super::batch::PackedBatch;
 use super::config::ModelConfig;
 use super::flash::VarlenLens;
@@ -22,49 +23,6 @@ use super::{ModelError, Result};
 pub enum OpsMode {
     Fused,
     Differentiable,
-}
-
-/// How attention runs over the sequences of a packed batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttentionPath {
-    /// One sequence at a time ([`attend`]): the CPU default.
-    PerSequence,
-    /// Runs of equal-length sequences in one batched product ([`attend_batched`]): the
-    /// accelerator default without flash-attn.
-    Batched,
-    /// The whole packed batch in one variable-length flash-attention v2 call over its
-    /// `cu_seqlens` (feature `flash-attn`, CUDA, bf16/f16): no padding, no mask tensors.
-    /// Inference only (the kernel has no backward); training falls back to `Batched`.
-    Flash,
-}
-
-impl AttentionPath {
-    /// The fastest path available for `dtype` on `device`.
-    pub fn default_for(device: &Device, dtype: DType) -> Self {
-        if device.is_cpu() {
-            AttentionPath::PerSequence
-        } else if super::flash::available(device, dtype) {
-            AttentionPath::Flash
-        } else {
-            AttentionPath::Batched
-        }
-    }
-}
-
-impl std::str::FromStr for AttentionPath {
-    type Err = ModelError;
-
-    /// `per-sequence`, `batched` or `flash`.
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "per-sequence" => Ok(AttentionPath::PerSequence),
-            "batched" => Ok(AttentionPath::Batched),
-            "flash" => Ok(AttentionPath::Flash),
-            other => Err(ModelError::Config(format!(
-                "unknown attention path `{other}` (per-sequence, batched, flash)"
-            ))),
-        }
-    }
 }
 
 /// What a forward pass returns.
@@ -317,7 +275,13 @@ impl Decoder {
                     Rotary::apply_differentiable(&k, &cos, &sin)?,
                 ),
             };
-            let attn = self.attention(
+            let ops = AttentionOps {
+                path: self.attention,
+                mode: self.mode,
+                softmax_f32: self.softmax_f32,
+            };
+            let attn = attend_layer(
+                ops,
                 li,
                 (&q, &k, &v),
                 layer.sliding_window,
@@ -350,106 +314,10 @@ impl Decoder {
         }
     }
 
-    /// One layer's attention over the packed batch, `[t, hq * d]`, by the path in use
-    /// (in the differentiable mode `Flash` runs as `Batched`). With `caches`, each
-    /// sequence's new keys/values are appended first.
-    fn attention(
-        &self,
-        li: usize,
-        (q, k, v): (&Tensor, &Tensor, &Tensor),
-        window: Option<usize>,
-        plan: &mut BatchPlan,
-        mut caches: Option<&mut [KvCache]>,
-    ) -> Result<Tensor> {
-        let batch = plan.batch;
-        let n_seqs = batch.num_seqs();
-        let hd = self.cfg.head_dim;
-        let (hq, hkv) = (q.dim(1)?, k.dim(1)?);
-        if let Some(lens) = &plan.flash {
-            let (kf, vf) = match caches {
-                None => (k.clone(), v.clone()),
-                Some(c) => {
-                    let (mut ks, mut vs) = (Vec::with_capacity(n_seqs), Vec::with_capacity(n_seqs));
-                    for (i, cache) in c.iter_mut().enumerate() {
-                        let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
-                        let (kf, vf) =
-                            cache.append(li, &k.narrow(0, start, n)?, &v.narrow(0, start, n)?)?;
-                        ks.push(kf);
-                        vs.push(vf);
-                    }
-                    (Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?)
-                }
-            };
-            return super::flash::attend_varlen(q, &kf, &vf, lens, window);
-        }
-        let batched = self.attention != AttentionPath::PerSequence;
-        let mut outs = Vec::with_capacity(n_seqs);
-        if batched && caches.is_none() {
-            // No caches: runs of equal-length sequences in one batch.
-            for &(first, count) in &plan.runs {
-                let (start, n) = (batch.cu_seqlens[first], batch.seq_len(first));
-                let rows = |x: &Tensor, heads: usize| {
-                    x.narrow(0, start, count * n)?
-                        .reshape((count, n, heads, hd))
-                };
-                let mask = plan.masks.get(n, 0, window)?;
-                outs.push(attend_batched(
-                    &rows(q, hq)?,
-                    &rows(k, hkv)?,
-                    &rows(v, hkv)?,
-                    mask.as_ref(),
-                    self.mode,
-                    self.softmax_f32,
-                )?);
-            }
-        } else {
-            for i in 0..n_seqs {
-                let (start, n) = (batch.cu_seqlens[i], batch.seq_len(i));
-                let qi = q.narrow(0, start, n)?;
-                let ki = k.narrow(0, start, n)?;
-                let vi = v.narrow(0, start, n)?;
-                let (kf, vf) = match caches.as_deref_mut() {
-                    Some(c) => c[i].append(li, &ki, &vi)?,
-                    None => (ki, vi),
-                };
-                let mask = plan.masks.get(n, plan.past[i], window)?;
-                outs.push(if !batched {
-                    attend(&qi, &kf, &vf, mask.as_ref(), self.mode)?
-                } else {
-                    attend_batched(
-                        &qi.unsqueeze(0)?,
-                        &kf.unsqueeze(0)?,
-                        &vf.unsqueeze(0)?,
-                        mask.as_ref(),
-                        self.mode,
-                        self.softmax_f32,
-                    )?
-                });
-            }
-        }
-        Ok(if outs.len() == 1 {
-            outs.pop().expect("one output")
-        } else {
-            Tensor::cat(&outs, 0)?
-        })
-    }
-
     /// Convenience: last-position logits of each sequence, `[n, vocab]`.
     pub fn last_logits<S: AsRef<[u32]>>(&self, seqs: &[S]) -> Result<Tensor> {
         self.forward(&PackedBatch::new(seqs)?, None, Output::LastLogits)
     }
-}
-
-/// What every layer's attention needs to know about the batch of one forward pass.
-struct BatchPlan<'a> {
-    batch: &'a PackedBatch,
-    /// Cached positions per sequence.
-    past: &'a [usize],
-    /// Runs of equal-length sequences, for the batched path.
-    runs: Vec<(usize, usize)>,
-    masks: Masks,
-    /// Sequence boundaries on the device, when the flash path runs.
-    flash: Option<VarlenLens>,
 }
 
 /// Maximal runs of consecutive sequences of equal length, as (first, count).
