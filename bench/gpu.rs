@@ -182,7 +182,8 @@ struct Args {
     iters: usize,
     gemm: usize,
     softmax_f32: bool,
-    attention: AttentionPath,
+    /// `None`: the decoder's own default for the model (flash where it can run).
+    attention: Option<AttentionPath>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -206,9 +207,9 @@ fn parse_args() -> anyhow::Result<Args> {
     // Default: the device's fastest path (flash where built with it), and the
     // accelerator's batched path in the CPU smoke run.
     let attention = match get("--attention") {
-        Some(s) => s.parse()?,
-        None if device.is_cpu() => AttentionPath::Batched,
-        None => AttentionPath::default_for(&device, dtype),
+        Some(s) => Some(s.parse()?),
+        None if device.is_cpu() => Some(AttentionPath::Batched),
+        None => None,
     };
     let default_tokens = if tiny {
         "256,512"
@@ -277,7 +278,9 @@ fn main() -> anyhow::Result<()> {
             a.dtype,
             &a.device,
         )?;
-        dec.set_attention_path(a.attention)?;
+        if let Some(path) = a.attention {
+            dec.set_attention_path(path)?;
+        }
         dec.set_attention_softmax_f32(a.softmax_f32);
         a.device.synchronize()?;
         let build_s = t.elapsed().as_secs_f64();
@@ -313,7 +316,7 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 json!({"kind": "prefill", "device": dev, "dtype": dt, "model": name, "fast_bf16": fast_bf16,
                     "softmax": if a.softmax_f32 { "f32" } else { "native" },
-                    "attention": format!("{:?}", a.attention), "event_tracking": !no_events,
+                    "attention": format!("{:?}", dec.attention_path()), "event_tracking": !no_events,
                     "cublaslt": cublaslt,
                     "params": all, "params_non_embedding": body, "build_s": build_s,
                     "batch_tokens": n_seqs * a.seq_len, "seq_len": a.seq_len,

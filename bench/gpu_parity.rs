@@ -58,7 +58,8 @@ struct Args {
     tol: f64,
     near_tie: f64,
     min_decisive: usize,
-    attention: AttentionPath,
+    /// `None`: the decoder's own default for the model (flash where it can run).
+    attention: Option<AttentionPath>,
     softmax_f32: bool,
     judge_model: Option<PathBuf>,
     smollm2: PathBuf,
@@ -77,9 +78,9 @@ fn parse_args() -> anyhow::Result<Args> {
         None => default_dtype(&device),
     };
     let attention = match get("--attention") {
-        Some(s) => s.parse()?,
-        None if device.is_cpu() => AttentionPath::Batched,
-        None => AttentionPath::default_for(&device, dtype),
+        Some(s) => Some(s.parse()?),
+        None if device.is_cpu() => Some(AttentionPath::Batched),
+        None => None,
     };
     let judge_model = match get("--judge-model") {
         Some(p) => Some(PathBuf::from(p)),
@@ -156,7 +157,9 @@ fn last_logits(dec: &Decoder, seqs: &[Vec<u32>]) -> anyhow::Result<Vec<Vec<f32>>
 fn logits_checks(a: &Args, path: &Path) -> anyhow::Result<Vec<(Value, bool)>> {
     let cpu = load_decoder(path, DType::F32, &Device::Cpu)?;
     let mut dev = load_decoder(path, a.dtype, &a.device)?;
-    dev.set_attention_path(a.attention)?;
+    if let Some(p) = a.attention {
+        dev.set_attention_path(p)?;
+    }
     dev.set_attention_softmax_f32(a.softmax_f32);
     let mut rng = StdRng::seed_from_u64(7);
     let max_len = cpu.max_positions();
@@ -174,6 +177,7 @@ fn logits_checks(a: &Args, path: &Path) -> anyhow::Result<Vec<(Value, bool)>> {
     let name = path.display().to_string();
     let mut out = vec![(
         json!({"check": "logits", "model": name, "rel_err": e, "tol": a.tol,
+            "path": format!("{:?}", dev.attention_path()),
             "rel_l2": rel_l2(&packed, &want)}),
         e <= a.tol,
     )];
@@ -250,7 +254,9 @@ fn winners_check(
         device: a.device.clone(),
     };
     let mut dev = LoadedModel::load(model, &opts)?;
-    dev.decoder.set_attention_path(a.attention)?;
+    if let Some(p) = a.attention {
+        dev.decoder.set_attention_path(p)?;
+    }
     dev.decoder.set_attention_softmax_f32(a.softmax_f32);
     let want = verdicts(&cpu, &cfg, pairs, false)?;
     let decisive = want.iter().filter(|w| rel_margin(w) >= a.near_tie).count();
@@ -415,7 +421,7 @@ fn main() -> ExitCode {
         device: device_name(&a.device),
         dtype: format!("{:?}", a.dtype).to_lowercase(),
         softmax: if a.softmax_f32 { "f32" } else { "native" },
-        attention: format!("{:?}", a.attention),
+        attention: a.attention.map_or("default".into(), |p| format!("{p:?}")),
         passed: 0,
         failed: 0,
     };

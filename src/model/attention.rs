@@ -182,11 +182,11 @@ pub enum AttentionPath {
 }
 
 impl AttentionPath {
-    /// The fastest path available for `dtype` on `device`.
-    pub fn default_for(device: &Device, dtype: DType) -> Self {
+    /// The fastest path available for `dtype` on `device` with heads of `head_dim`.
+    pub fn default_for(device: &Device, dtype: DType, head_dim: usize) -> Self {
         if device.is_cpu() {
             AttentionPath::PerSequence
-        } else if super::flash::available(device, dtype) {
+        } else if super::flash::available(device, dtype, head_dim) {
             AttentionPath::Flash
         } else {
             AttentionPath::Batched

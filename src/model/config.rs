@@ -237,6 +237,9 @@ impl ModelConfig {
                 self.head_dim
             ));
         }
+        if self.sliding_window.contains(&Some(0)) {
+            return bad("`sliding_window` must be > 0 (a window of 0 sees no token)".into());
+        }
         for (name, n) in [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -374,6 +377,19 @@ mod tests {
         v["num_key_value_heads"] = 2.into();
         v["head_dim"] = 4.into();
         assert!(ModelConfig::from_hf_json(&v.to_string()).is_err());
+    }
+
+    #[test]
+    fn rejects_a_zero_sliding_window() {
+        let mut v = base();
+        v["model_type"] = "mistral".into();
+        v["sliding_window"] = 0.into();
+        let e = ModelConfig::from_hf_json(&v.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sliding_window"), "{e}");
+        v["sliding_window"] = 4.into();
+        assert!(ModelConfig::from_hf_json(&v.to_string()).is_ok());
     }
 
     #[test]

@@ -35,13 +35,21 @@ pub fn linear(xs: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         || xs.dtype() != w.dtype()
         || xs.track_op()
         || w.track_op()
-        || !xs.is_contiguous()
-        || !w.is_contiguous()
+        || !starts_aligned(xs)
+        || !starts_aligned(w)
         || w.rank() != 2
     {
         return Ok(None);
     }
     Ok(Some(xs.apply_op2_no_bwd(w, &LtLinear)?))
+}
+
+/// Contiguous from the start of its buffer: cuBLASLt's heuristic (through cudarc, which
+/// sets no alignment preference) assumes 256-byte aligned pointers, which an allocation
+/// gives and an offset view may not.
+fn starts_aligned(t: &Tensor) -> bool {
+    let (_, layout) = t.storage_and_layout();
+    layout.start_offset() == 0 && layout.is_contiguous()
 }
 
 thread_local! {

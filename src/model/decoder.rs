@@ -128,7 +128,7 @@ impl Decoder {
             lm_head,
             rotary: Rotary::new(cfg, dtype, device)?,
             mode: OpsMode::Fused,
-            attention: AttentionPath::default_for(device, dtype),
+            attention: AttentionPath::default_for(device, dtype, cfg.head_dim),
             softmax_f32: true,
             dtype,
             device: device.clone(),
@@ -149,11 +149,11 @@ impl Decoder {
     /// also runs on the CPU, so the accelerator path can be checked there; `Flash` is
     /// refused where the build, device or dtype cannot run it.
     pub fn set_attention_path(&mut self, path: AttentionPath) -> Result<()> {
-        if path == AttentionPath::Flash && !super::flash::available(&self.device, self.dtype) {
-            return Err(ModelError::Config(super::flash::unavailable_reason(
-                &self.device,
-                self.dtype,
-            )));
+        if path == AttentionPath::Flash {
+            let why = super::flash::unavailable_reason(&self.device, self.dtype, self.cfg.head_dim);
+            if let Some(why) = why {
+                return Err(ModelError::Config(why));
+            }
         }
         self.attention = path;
         Ok(())

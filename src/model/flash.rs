@@ -8,19 +8,28 @@ use candle_core::{DType, Device, Tensor};
 
 use super::Result;
 
-/// Whether the flash path can run with `dtype` on `device` in this build.
-pub fn available(device: &Device, dtype: DType) -> bool {
-    cfg!(feature = "flash-attn") && device.is_cuda() && matches!(dtype, DType::BF16 | DType::F16)
+/// Whether the flash path can run with `dtype` on `device` in this build, for heads of
+/// `head_dim` (the kernels take multiples of 8 up to 256).
+pub fn available(device: &Device, dtype: DType, head_dim: usize) -> bool {
+    unavailable_reason(device, dtype, head_dim).is_none()
 }
 
-/// Why [`available`] is false, for the error a caller sees.
-pub fn unavailable_reason(device: &Device, dtype: DType) -> String {
+/// Why [`available`] is false, for the error a caller sees; `None` when it is true.
+pub fn unavailable_reason(device: &Device, dtype: DType, head_dim: usize) -> Option<String> {
     if !cfg!(feature = "flash-attn") {
-        "flash attention needs a build with `--features flash-attn`".into()
+        Some("flash attention needs a build with `--features flash-attn`".into())
     } else if !device.is_cuda() {
-        "flash attention runs on CUDA devices only".into()
+        Some("flash attention runs on CUDA devices only".into())
+    } else if !matches!(dtype, DType::BF16 | DType::F16) {
+        Some(format!(
+            "flash attention needs bf16 or f16 activations, not {dtype:?}"
+        ))
+    } else if !head_dim.is_multiple_of(8) || head_dim > 256 {
+        Some(format!(
+            "flash attention takes head_dim a multiple of 8 up to 256, not {head_dim}"
+        ))
     } else {
-        format!("flash attention needs bf16 or f16 activations, not {dtype:?}")
+        None
     }
 }
 
@@ -95,10 +104,8 @@ pub fn attend_varlen(
     _lens: &VarlenLens,
     _window: Option<usize>,
 ) -> Result<Tensor> {
-    Err(super::ModelError::Config(unavailable_reason(
-        q.device(),
-        q.dtype(),
-    )))
+    let why = unavailable_reason(q.device(), q.dtype(), q.dim(2)?);
+    Err(super::ModelError::Config(why.unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -115,8 +122,8 @@ mod tests {
 
     #[test]
     fn cpu_is_never_flash() {
-        assert!(!available(&Device::Cpu, DType::BF16));
-        let why = unavailable_reason(&Device::Cpu, DType::BF16);
+        assert!(!available(&Device::Cpu, DType::BF16, 64));
+        let why = unavailable_reason(&Device::Cpu, DType::BF16, 64).unwrap();
         assert!(why.contains("flash"), "{why}");
     }
 }
