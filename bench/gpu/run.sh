@@ -44,7 +44,7 @@ step() { # NAME TIMEOUT OUTFILE CMD...: runs CMD, records exit code and seconds
 # The binaries, as built or xz-compressed by scripts/build-cuda.sh (unpacked to /tmp;
 # python3's lzma when there is no xz).
 EXE="$(mktemp -d)"
-for name in self-judge bench_gpu gpu_parity gpu_probe; do
+for name in self-judge bench_gpu gpu_parity gpu_probe bench_judge; do
     if [ -x "$BIN/$name" ]; then
         cp "$BIN/$name" "$EXE/"
     elif [ -e "$BIN/$name.xz" ]; then
@@ -122,8 +122,12 @@ if [ -e "$BIN/arith-jsft/model.safetensors" ]; then
     PARITY=(--judge-model "$BIN/arith-jsft")
     JUDGE=(--model "$BIN/arith-jsft" --config tests/fixtures/synthetic/arith_jsft.yaml)
 fi
+JUDGE_SHAPES="0.5b 1.5b"
+JUDGE_WORK=(--contexts 16 --candidates 8)
 if [ "${SMOKE:-0}" = 1 ]; then
     DEV=cpu
+    JUDGE_SHAPES=tiny-qwen
+    JUDGE_WORK=(--contexts 2 --candidates 4)
     PARITY+=(--smollm2 none)
     BENCH=(--tiny --dtype bf16)
     REF=(--models tiny --prompts 16 --seq-len 64 --device cpu)
@@ -182,6 +186,28 @@ step "bench" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
 #    the variants, so that the time budget never drops it).
 step reference 80 "$OUT/reference.jsonl" "${PYTHON:-python3}" bench/gpu/reference.py \
     "${REF[@]}" --forward
+#    The judge workload itself (bench/data/workload.json, configs/smollm2_hh_judge.yaml):
+#    a tournament of 8 candidates for each of 16 contexts, random weights of each shape
+#    and a real tokenizer (Qwen3's, ChatML template, from gpu-bin/qwen3-tokenizer), ours
+#    (shared-prefix KV cache, packed batches) against the seed's algorithm on the same
+#    prompts. Unlike random tokens, judge prompts share their template and context.
+if [ -e "$BIN/qwen3-tokenizer/tokenizer.json.xz" ]; then
+    TOKDIR=$(mktemp -d)
+    xz -dc "$BIN/qwen3-tokenizer/tokenizer.json.xz" >"$TOKDIR/tokenizer.json" 2>/dev/null ||
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
+            "$BIN/qwen3-tokenizer/tokenizer.json.xz" >"$TOKDIR/tokenizer.json"
+    cp "$BIN/qwen3-tokenizer/tokenizer_config.json" "$TOKDIR/"
+    for shape in $JUDGE_SHAPES; do
+        step "judge-$shape" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_judge" \
+            --device "$DEV" --shape "$shape" --tokenizer "$TOKDIR" \
+            --config configs/smollm2_hh_judge.yaml "${JUDGE_WORK[@]}" --max-batch-tokens 32768
+        step "judge-reference-$shape" 90 "$OUT/reference.jsonl" "${PYTHON:-python3}" \
+            bench/reference/seed_judge.py --config configs/smollm2_hh_judge.yaml \
+            --shape "$shape" --tokenizer "$TOKDIR" --device "$DEV" "${JUDGE_WORK[@]}" \
+            --threads "$(nproc)"
+    done
+    rm -rf "$TOKDIR"
+fi
 # 4. Variants: without cudarc's per-allocation events,
 step "bench-no-events" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
     --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --no-event-tracking

@@ -24,6 +24,11 @@ official repository) of the seed's batched pairwise judging and tournament rejec
     .venv/bin/python bench/reference/seed_judge.py --config configs/smollm2_uf_pr_judge.yaml \
         --mode pairs --pairs 32
 
+GPU judge workload (bench/gpu/run.sh): --shape 0.5b|1.5b|tiny-qwen --tokenizer DIR
+--device cuda judges with bench/gpu/reference.py's random-weight model of that shape
+(bfloat16 on a GPU, transformers' random init, sdpa) and the tokenizer and chat template
+in DIR, in place of the GGUF: the same work as `bench_judge --shape ... --tokenizer DIR`.
+
 --mode pairs: pair i uses context i % 16 and candidates (2k, 2k+1) with k = (i // 16) % 8
 (x = candidate 2k is response "a").
 
@@ -108,7 +113,7 @@ class Judge:
             truncation=True,
             max_length=self.max_length,
             return_tensors="pt",
-        )
+        ).to(self.model.device)
         out = self.model.generate(
             **enc,
             max_new_tokens=1,
@@ -202,6 +207,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa | eager)")
+    ap.add_argument("--shape", help="random weights of bench/gpu/reference.py's shape (needs --tokenizer)")
+    ap.add_argument("--tokenizer", type=Path, help="HF tokenizer dir for --shape")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -210,15 +218,25 @@ def main() -> None:
     wl = json.loads(args.workload.read_text())
     n_ctx_all = len(wl["contexts"])
 
-    d, name = str(args.gguf.parent), args.gguf.name
-    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    if args.shape:
+        if args.tokenizer is None:
+            raise SystemExit("--shape needs --tokenizer DIR")
+        sys.path.insert(0, str(REPO_ROOT / "bench" / "gpu"))
+        from reference import build  # the GPU benchmark's random-weight models
+
+        tok = AutoTokenizer.from_pretrained(str(args.tokenizer))
+        model = build(args.shape, args.device)
+        model.config._attn_implementation = args.attn
+    else:
+        d, name = str(args.gguf.parent), args.gguf.name
+        tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(
+            d, gguf_file=name, dtype=torch.float32, attn_implementation=args.attn
+        ).eval().to(args.device)
     tok.padding_side = "left"
     tok.truncation_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(
-        d, gguf_file=name, dtype=torch.float32, attn_implementation=args.attn
-    ).eval()
     judge = Judge(model, tok, principles, batch_size, max_length)
 
     result = {"mode": args.mode, "config": str(args.config)}
@@ -260,6 +278,9 @@ def main() -> None:
         attn=args.attn,
         seed=args.seed,
         batch_size=batch_size,
+        device=args.device,
+        shape=args.shape,
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         token_ids=[judge.id_a, judge.id_b],
     )
     if args.mode == "tournament":
