@@ -9,7 +9,9 @@
 #   FLASH_ATTN=1 scripts/build-cuda.sh -> --features flash-attn, in target-cuda-fa (long:
 #                                         CUTLASS kernels; offline, CUTLASS_GIT=<a local
 #                                         clone of NVIDIA/cutlass> provides the sources)
-# gpu-bin/ (git-ignored) is what bench/gpu/run.sh needs on the device: carry it.
+# gpu-bin/ (git-ignored) is what bench/gpu/run.sh needs on the device: carry it; the
+# flash build goes to gpu-bin-fa/ instead (run.sh with GPU_BIN=gpu-bin-fa), with the
+# CUTLASS kernels in one shared library next to the binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV_DIR="${CUDA_ENV:-$PWD/.cuda-env}"
@@ -55,12 +57,16 @@ export CUDA_ROOT="$CU_ROOT" CUDA_PATH="$CU_ROOT" CUDA_TOOLKIT_ROOT_DIR="$CU_ROOT
 export PATH="$CU_ROOT/bin:$PATH"
 export CUDA_COMPUTE_CAP=90
 export LIBRARY_PATH="$CU_ROOT/lib:$CU_ROOT/lib/stubs:${LIBRARY_PATH:-}"
-FEATURES=cuda TARGET_DIR=target-cuda
+FEATURES=cuda TARGET_DIR=target-cuda OUT=gpu-bin
 if [ "${FLASH_ATTN:-0}" = 1 ]; then
     # candle-flash-attn compiles CUTLASS kernels (53 files, ~4 CPU-minutes each here).
     # Its own target dir keeps the plain CUDA build fresh; nvcc-cache keeps every
     # finished object across stopped builds, target dirs and sessions.
-    FEATURES=flash-attn TARGET_DIR=target-cuda-fa
+    FEATURES=flash-attn TARGET_DIR=target-cuda-fa OUT=gpu-bin-fa
+    # The kernels go into a shared library (below): linked statically, every binary
+    # would carry its own copy of them, past the 64 MiB a device call takes.
+    export CANDLE_FLASH_ATTN_BUILD_DIR="$PWD/$TARGET_DIR/flash-attn"
+    mkdir -p "$CANDLE_FLASH_ATTN_BUILD_DIR"
     FA="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/candle-flash-attn-"$(grep -A1 \
         '^name = "candle-flash-attn"$' Cargo.lock | sed -n 's/^version = "\(.*\)"$/\1/p')" | head -1)"
     COMMIT="$(sed -n 's/^const CUTLASS_COMMIT: &str = "\(.*\)";/\1/p' "$FA/build.rs")"
@@ -78,14 +84,27 @@ if [ "${FLASH_ATTN:-0}" = 1 ]; then
     export NVCC="$CU_ROOT/bin/nvcc-cached" NVCC_CACHE_DIR="${NVCC_CACHE_DIR:-$ENV_DIR/nvcc-cache}"
     export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-$(nproc)}"
 fi
-cargo build --release --features "$FEATURES" --target-dir "$TARGET_DIR" \
-    --bin self-judge --example bench_gpu --example gpu_parity --example gpu_probe \
-    --example bench_judge "$@"
+BUILD=(cargo build --release --features "$FEATURES" --target-dir "$TARGET_DIR"
+    --bin self-judge --example bench_gpu --example gpu_parity --example gpu_probe
+    --example bench_judge "$@")
+"${BUILD[@]}"
+if [ "${FLASH_ATTN:-0}" = 1 ]; then
+    # candle-flash-attn links `-lflashattention` with no kind, so the linker takes a
+    # libflashattention.so found next to the .a: make it, then relink.
+    FA_LIB="$CANDLE_FLASH_ATTN_BUILD_DIR/libflashattention"
+    if [ ! -f "$FA_LIB.so" ] || [ "$FA_LIB.a" -nt "$FA_LIB.so" ]; then
+        c++ -shared -o "$FA_LIB.so" -Wl,--whole-archive "$FA_LIB.a" -Wl,--no-whole-archive \
+            -L"$CU_ROOT/lib" -lcudart
+        touch src/model/flash.rs
+        "${BUILD[@]}"
+    fi
+    readelf -d "$TARGET_DIR/release/self-judge" | grep -q libflashattention.so ||
+        { echo "the binaries did not link libflashattention.so" >&2; exit 1; }
+fi
 
 # What the device run needs, kept under the 64 MiB a device call carries: each binary
 # is ~55 MB stripped (candle's quantized-matmul cubins, its PTX), ~6 MB with xz;
 # bench/gpu/run.sh unpacks them.
-OUT=gpu-bin
 rm -rf "$OUT" && mkdir -p "$OUT/fallback"
 echo "$FEATURES" >"$OUT/features.txt"
 for b in release/self-judge release/examples/bench_gpu release/examples/gpu_parity \
@@ -94,6 +113,10 @@ for b in release/self-judge release/examples/bench_gpu release/examples/gpu_pari
     strip -o "$OUT/$name" "$TARGET_DIR/$b"
     xz -T0 -6 "$OUT/$name"
 done
+if [ "${FLASH_ATTN:-0}" = 1 ]; then
+    strip --strip-unneeded -o "$OUT/libflashattention.so" "$FA_LIB.so"
+    xz -T0 -6 "$OUT/libflashattention.so"
+fi
 # libnvrtc and libcurand are linked but barely used: candle's kernels are PTX compiled
 # here (no NVRTC), and cuRAND only makes a generator at device start (0 = success) and
 # draws numbers for Tensor::rand/randn, which nothing run on the device calls (the

@@ -54,6 +54,12 @@ for name in self-judge bench_gpu gpu_parity gpu_probe bench_judge; do
     fi
     chmod +x "$EXE/$name" 2>/dev/null
 done
+# The flash build's kernels (scripts/build-cuda.sh puts them in a shared library).
+if [ -e "$BIN/libflashattention.so.xz" ]; then
+    xz -dc "$BIN/libflashattention.so.xz" >"$EXE/libflashattention.so" 2>/dev/null ||
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
+            "$BIN/libflashattention.so.xz" >"$EXE/libflashattention.so"
+fi
 
 # Libraries the binaries link: libcuda.so.1 (driver), libcudart.so.13, libcublas.so.13,
 # libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13. Look in the CUDA toolkit, the
@@ -104,6 +110,7 @@ FALLBACK=""
     done
     # Last, so that a stand-in never hides a real library found above.
     [ -n "$FALLBACK" ] && LDP="$LDP${LDP:+:}$FALLBACK"
+    [ -e "$EXE/libflashattention.so" ] && LDP="$LDP${LDP:+:}$EXE"
     echo "LD_LIBRARY_PATH for our binaries: $LDP"
     LD_LIBRARY_PATH="$LDP" ldd "$EXE/bench_gpu"
     "${PYTHON:-python3}" -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
