@@ -31,11 +31,12 @@ use anyhow::{bail, Context};
 use candle_core::cuda_backend::cudarc;
 use candle_core::{DType, Device, Storage, Tensor};
 use cudarc::cublas::{result as blas, sys as bsys, CudaBlas};
-use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use cudarc::cublaslt::{CudaBlasLT, Matmul};
 use cudarc::driver::{result as drv, sys as dsys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use half::bf16;
 use serde_json::json;
 
+use self_judge::model::cublaslt::gemm_config;
 use self_judge::model::parse_device;
 
 const CASES: &str = "context,sync,alloc,small_ops,gemm_candle,gemm_raw_candle_handle,\
@@ -274,24 +275,7 @@ fn main() -> anyhow::Result<()> {
     }
     if want("gemm_lt") {
         let lt = CudaBlasLT::new(stream.clone())?;
-        let cfg = MatmulConfig {
-            transa: false,
-            transb: false,
-            transc: false,
-            m: n as u64,
-            n: n as u64,
-            k: n as u64,
-            alpha: 1.0,
-            lda: n as i64,
-            ldb: n as i64,
-            beta: 0.0,
-            ldc: n as i64,
-            stride_a: None,
-            stride_b: None,
-            stride_c: None,
-            stride_bias: None,
-            batch_size: None,
-        };
+        let cfg = gemm_config(false, (n, n, n), (n, n, n));
         let per = calls_per_s(
             || Ok(unsafe { lt.matmul(cfg, &sb, &sa, &mut c, None, None) }?),
             &sync,

@@ -52,6 +52,34 @@ fn starts_aligned(t: &Tensor) -> bool {
     layout.start_offset() == 0 && layout.is_contiguous()
 }
 
+/// One unbatched `C = op(A) · B` in cuBLASLt's column-major terms: `op(A)` is `m × k`
+/// (A stored `k × m` when `transa`), B `k × n`, C `m × n`, with leading dimensions
+/// `(lda, ldb, ldc)`; alpha 1, beta 0, no epilogue.
+pub fn gemm_config(
+    transa: bool,
+    (m, n, k): (usize, usize, usize),
+    (lda, ldb, ldc): (usize, usize, usize),
+) -> MatmulConfig {
+    MatmulConfig {
+        transa,
+        transb: false,
+        transc: false,
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
+        alpha: 1.0,
+        lda: lda as i64,
+        ldb: ldb as i64,
+        beta: 0.0,
+        ldc: ldc as i64,
+        stride_a: None,
+        stride_b: None,
+        stride_c: None,
+        stride_bias: None,
+        batch_size: None,
+    }
+}
+
 thread_local! {
     /// One handle and workspace per thread and device: candle runs each thread on its
     /// own per-thread stream, and a workspace must not be shared by concurrent streams.
@@ -102,24 +130,7 @@ impl LtLinear {
         let mut out = unsafe { dev.alloc::<T>(m * n) }?;
         // Row-major out[m, n] = x[m, k] · w[n, k]ᵀ is column-major outᵀ[n, m] =
         // (w as k×n)ᵀ · (x as k×m): A = w transposed, B = x, both with leading dim k.
-        let cfg = MatmulConfig {
-            transa: true,
-            transb: false,
-            transc: false,
-            m: n as u64,
-            n: m as u64,
-            k: k as u64,
-            alpha: 1.0,
-            lda: k as i64,
-            ldb: k as i64,
-            beta: 0.0,
-            ldc: n as i64,
-            stride_a: None,
-            stride_b: None,
-            stride_c: None,
-            stride_bias: None,
-            batch_size: None,
-        };
+        let cfg = gemm_config(true, (n, m, k), (k, k, n));
         let lt = handle(dev)?;
         unsafe { lt.matmul(cfg, &ws, &xs, &mut out, None, None) }
             .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
