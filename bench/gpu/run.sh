@@ -4,7 +4,7 @@
 # transformers reference and a CLI smoke run, from the prebuilt binaries that
 # scripts/build-cuda.sh put in gpu-bin/ (carry it). Writes 8 flat files under $OUT (the
 # most a device call returns):
-#   env.txt probe.jsonl parity.jsonl bench.jsonl reference.jsonl cli.jsonl
+#   env.txt probe.jsonl parity.jsonl bench.jsonl reference.jsonl cli.jsonl (CLI, server)
 #   stderr.log (every step's stderr, cuBLAS logs, profiler output) summary.txt
 # Usage, from the repository root: OUT=/some/dir bench/gpu/run.sh  (expected 4-5
 # minutes; every step has a timeout, and a step that would start after BUDGET seconds
@@ -239,11 +239,16 @@ sed 's/, "correct": "[ab]"//' tests/fixtures/synthetic/arith_heldout.jsonl >"$PA
 step cli 25 "$OUT/cli.jsonl" "${OURS[@]}" "$EXE/self-judge" judge --device "$DEV" \
     "${JUDGE[@]}" --input "$PAIRS" --verbose
 rm -f "$PAIRS"
+# 6. The server on the device (bench/gpu/serve_check.py): /judge alone and 16 at once,
+#    /tournament with candidates and best-of-n, /generate, /metrics, on tiny-chat.
+step serve 60 "$OUT/cli.jsonl" "${OURS[@]}" "${PYTHON:-python3}" bench/gpu/serve_check.py \
+    "$EXE/self-judge" --model tests/fixtures/tiny-chat --config configs/smollm2_hh_judge.yaml \
+    --device "$DEV"
 
 {
     echo "total seconds=$(($(date +%s) - T0))"
     grep -h 'gemm' "$OUT/bench.jsonl" "$OUT/reference.jsonl" 2>/dev/null
-    grep -h "passed, " "$OUT/parity.jsonl" 2>/dev/null
+    grep -h "passed, " "$OUT/parity.jsonl" "$OUT/cli.jsonl" 2>/dev/null
 } | tee -a "$SUMMARY"
 
 rm -rf "$EXE"
