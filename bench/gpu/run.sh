@@ -185,6 +185,19 @@ else
     step parity-bf16-softmax 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
         --device "$DEV" --dtype bf16 --softmax bf16 "${PARITY[@]}"
 fi
+# 1b. The CLI on the GPU: verdicts of the trained tiny judge (else tiny-chat) on the
+#    held-out arithmetic pairs (their extra "correct" field removed: the CLI refuses
+#    unknown fields).
+PAIRS=$(mktemp)
+sed 's/, "correct": "[ab]"//' tests/fixtures/synthetic/arith_heldout.jsonl >"$PAIRS"
+step cli 25 "$OUT/cli.jsonl" "${OURS[@]}" "$EXE/self-judge" judge --device "$DEV" \
+    "${JUDGE[@]}" --input "$PAIRS" --verbose
+rm -f "$PAIRS"
+# 1c. The server on the device (bench/gpu/serve_check.py): /judge alone and 16 at once,
+#    /tournament with candidates and best-of-n, /generate, /metrics, on tiny-chat.
+step serve 60 "$OUT/cli.jsonl" "${OURS[@]}" "${PYTHON:-python3}" bench/gpu/serve_check.py \
+    "$EXE/self-judge" --model tests/fixtures/tiny-chat --config configs/smollm2_hh_judge.yaml \
+    --device "$DEV"
 # 2. Throughput: bf16 GEMM peak, then judge prefill at 4k (= the reference's batch of
 #    8 x 512) and 8k..64k tokens for both shapes.
 step "bench" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
@@ -231,19 +244,6 @@ if [ "$FLASH" = 1 ]; then
     step "bench-batched" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
         --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --attention batched
 fi
-# 5. The CLI on the GPU: verdicts of the trained tiny judge (else tiny-chat) on the
-#    held-out arithmetic pairs (their extra "correct" field removed: the CLI refuses
-#    unknown fields).
-PAIRS=$(mktemp)
-sed 's/, "correct": "[ab]"//' tests/fixtures/synthetic/arith_heldout.jsonl >"$PAIRS"
-step cli 25 "$OUT/cli.jsonl" "${OURS[@]}" "$EXE/self-judge" judge --device "$DEV" \
-    "${JUDGE[@]}" --input "$PAIRS" --verbose
-rm -f "$PAIRS"
-# 6. The server on the device (bench/gpu/serve_check.py): /judge alone and 16 at once,
-#    /tournament with candidates and best-of-n, /generate, /metrics, on tiny-chat.
-step serve 60 "$OUT/cli.jsonl" "${OURS[@]}" "${PYTHON:-python3}" bench/gpu/serve_check.py \
-    "$EXE/self-judge" --model tests/fixtures/tiny-chat --config configs/smollm2_hh_judge.yaml \
-    --device "$DEV"
 
 {
     echo "total seconds=$(($(date +%s) - T0))"
