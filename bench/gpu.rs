@@ -34,11 +34,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use self_judge::engine::scorer::ab_probs_rows;
-use self_judge::model::loader::parse_dtype;
 use self_judge::model::weights::WeightSource;
-use self_judge::model::{
-    default_dtype, device_name, parse_device, AttentionPath, Decoder, Output, PackedBatch,
-};
+use self_judge::model::{device_name, AttentionPath, Decoder, LoadOptions, Output, PackedBatch};
 
 #[path = "random_model.rs"]
 mod random_model;
@@ -119,11 +116,11 @@ fn parse_args() -> anyhow::Result<Args> {
             .collect()
     };
     let tiny = args.iter().any(|a| a == "--tiny");
-    let device = parse_device(get("--device").map_or("cuda", |s| s.as_str()))?;
-    let dtype = match get("--dtype") {
-        Some(d) => parse_dtype(d)?,
-        None => default_dtype(&device),
-    };
+    let LoadOptions { device, dtype, .. } = LoadOptions::from_flags(
+        get("--device").map_or("cuda", |s| s.as_str()),
+        get("--dtype").map(String::as_str),
+        false,
+    )?;
     // Default: the device's fastest path (flash where built with it), and the
     // accelerator's batched path in the CPU smoke run.
     let attention = match get("--attention") {

@@ -45,11 +45,9 @@ use serde_json::{json, Value};
 use self_judge::engine::scorer::{CachedScorer, DirectScorer};
 use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Scorer, Side, Verdict};
 use self_judge::model::config::ModelConfig;
-use self_judge::model::loader::parse_dtype;
 use self_judge::model::weights::SafetensorsSource;
 use self_judge::model::{
-    default_dtype, device_name, parse_device, AttentionPath, Decoder, KvCache, LoadOptions,
-    LoadedModel, Output, PackedBatch,
+    device_name, AttentionPath, Decoder, KvCache, LoadOptions, LoadedModel, Output, PackedBatch,
 };
 
 struct Args {
@@ -72,11 +70,11 @@ fn parse_args() -> anyhow::Result<Args> {
             .position(|a| a == k)
             .and_then(|i| args.get(i + 1))
     };
-    let device = parse_device(get("--device").map_or("cuda", |s| s.as_str()))?;
-    let dtype = match get("--dtype") {
-        Some(d) => parse_dtype(d)?,
-        None => default_dtype(&device),
-    };
+    let LoadOptions { device, dtype, .. } = LoadOptions::from_flags(
+        get("--device").map_or("cuda", |s| s.as_str()),
+        get("--dtype").map(String::as_str),
+        false,
+    )?;
     let attention = match get("--attention") {
         Some(s) => Some(s.parse()?),
         None if device.is_cpu() => Some(AttentionPath::Batched),

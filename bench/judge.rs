@@ -21,10 +21,7 @@ use anyhow::Context;
 use candle_core::{Device, Tensor};
 use self_judge::engine::scorer::CachedScorer;
 use self_judge::judge::{run_tournament, Judge, JudgeConfig, JudgeOptions, Pair, Scorer};
-use self_judge::model::loader::parse_dtype;
-use self_judge::model::{
-    default_dtype, device_name, parse_device, Decoder, LoadOptions, LoadedModel, WeightFormat,
-};
+use self_judge::model::{device_name, Decoder, LoadOptions, LoadedModel, WeightFormat};
 use self_judge::tokenizer::{ChatTemplate, TextTokenizer};
 use serde_json::{json, Value};
 
@@ -135,15 +132,8 @@ fn random_model(a: &Args, shape: &str, opts: &LoadOptions) -> anyhow::Result<Loa
 }
 
 fn tournament(a: &Args) -> Value {
-    let device = parse_device(&a.device).unwrap();
-    let opts = LoadOptions {
-        dtype: a
-            .dtype
-            .as_deref()
-            .map_or(default_dtype(&device), |d| parse_dtype(d).unwrap()),
-        quantized: a.quantized,
-        device: device.clone(),
-    };
+    let opts = LoadOptions::from_flags(&a.device, a.dtype.as_deref(), a.quantized).unwrap();
+    let device = opts.device.clone();
     let model = match &a.shape {
         Some(shape) => random_model(a, shape, &opts).unwrap(),
         None => LoadedModel::load(&a.model, &opts).unwrap(),

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::model::loader::parse_dtype;
-use crate::model::{default_dtype, parse_device, LoadOptions, LoadedModel};
+use crate::model::{LoadOptions, LoadedModel};
 
 /// Options shared by every command that loads a model.
 #[derive(Debug, Clone, Args)]
@@ -33,16 +32,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Loads the model these options describe.
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
-        let device = parse_device(&self.device)?;
-        let dtype = match &self.dtype {
-            Some(d) => parse_dtype(d)?,
-            None => default_dtype(&device),
-        };
-        let opts = LoadOptions {
-            dtype,
-            quantized: self.quantized,
-            device,
-        };
+        let opts = LoadOptions::from_flags(&self.device, self.dtype.as_deref(), self.quantized)?;
         Ok(LoadedModel::load(&self.model, &opts)?)
     }
 }

@@ -42,6 +42,24 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// Options from command-line values: `device` as [`super::parse_device`] reads it,
+    /// `dtype` by [`parse_dtype`] or, when absent, the device's default
+    /// ([`super::default_dtype`]).
+    pub fn from_flags(device: &str, dtype: Option<&str>, quantized: bool) -> Result<Self> {
+        let device = super::parse_device(device)?;
+        let dtype = match dtype {
+            Some(d) => parse_dtype(d)?,
+            None => super::default_dtype(&device),
+        };
+        Ok(Self {
+            dtype,
+            quantized,
+            device,
+        })
+    }
+}
+
 /// Parses `f32`, `bf16` or `f16`.
 pub fn parse_dtype(s: &str) -> Result<DType> {
     match s {

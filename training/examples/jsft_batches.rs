@@ -8,11 +8,8 @@
 //! ```
 
 use anyhow::Context;
-use self_judge::judge::JudgeConfig;
-use self_judge::tokenizer::ChatTemplate;
-use training::config::TrainConfig;
 use training::data::jsft::{BuildStats, JsftBuilder};
-use training::jsft::read_jsonl;
+use training::jsft::{chat_template, read_configs, read_jsonl};
 use training::model::TrainModel;
 use training::progress::{Progress, Sampler};
 
@@ -20,15 +17,9 @@ fn main() -> anyhow::Result<()> {
     let path = std::env::args()
         .nth(1)
         .context("usage: jsft_batches CONFIG.yaml")?;
-    let cfg = TrainConfig::from_file(std::path::Path::new(&path))?;
-    let judge = JudgeConfig::from_yaml(&cfg.yaml).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    let (cfg, judge) = read_configs(std::path::Path::new(&path))?;
     let model = TrainModel::load(&cfg.model_path, None)?;
-    let chat_src = judge
-        .chat_template
-        .clone()
-        .or_else(|| model.chat_template.clone())
-        .context("no chat template")?;
-    let chat = ChatTemplate::new(&chat_src)?;
+    let (_, chat) = chat_template(&judge, &model)?;
     let builder = JsftBuilder::new(
         &model.tokenizer,
         &chat,
