@@ -163,10 +163,7 @@ fn main() -> anyhow::Result<()> {
     // measure what they cost.
     let no_events = std::env::args().any(|x| x == "--no-event-tracking");
     // SELF_JUDGE_CUBLASLT=1: the projections through cuBLASLt (src/model/cublaslt.rs).
-    #[cfg(feature = "cuda")]
-    let cublaslt = self_judge::model::cublaslt::enabled();
-    #[cfg(not(feature = "cuda"))]
-    let cublaslt = false;
+    let cublaslt = self_judge::model::linear::cublaslt_enabled();
     #[cfg(feature = "cuda")]
     if let (true, Device::Cuda(d)) = (no_events, &a.device) {
         // Safe here: one thread, one stream, nothing shared with another stream.

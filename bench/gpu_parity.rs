@@ -343,7 +343,7 @@ impl Reporter {
         v["dtype"] = json!(self.dtype);
         v["softmax"] = json!(self.softmax);
         v["attention"] = json!(self.attention);
-        v["cublaslt"] = json!(std::env::var("SELF_JUDGE_CUBLASLT").is_ok_and(|v| v == "1"));
+        v["cublaslt"] = json!(self_judge::model::linear::cublaslt_enabled());
         v["pass"] = json!(ok);
         if ok {
             self.passed += 1;

@@ -118,6 +118,15 @@ impl Linear {
     }
 }
 
+/// Whether dense projections go through cuBLASLt where they can
+/// (`SELF_JUDGE_CUBLASLT=1` in a CUDA build, see `super::cublaslt`).
+pub fn cublaslt_enabled() -> bool {
+    #[cfg(feature = "cuda")]
+    return super::cublaslt::enabled();
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
 /// The cuBLASLt product where it is enabled and applies (see `super::cublaslt`).
 #[cfg(feature = "cuda")]
 fn dense_accelerated(xs: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
