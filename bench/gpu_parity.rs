@@ -4,10 +4,14 @@
 //! - `logits`: for tests/fixtures/parity/tiny-{llama,qwen2,mistral} (and the SmolLM2
 //!   GGUF when present), one packed batch of prompts of lengths 1, 5, 17, 40, 64, 64, 64
 //!   and 100 (the three 64s take the batched equal-length attention path). Relative
-//!   error = max |device - cpu| / max |cpu| over all last-position logits, <= `--tol`.
+//!   error = ‖device - cpu‖₂ / ‖cpu‖₂ over all last-position logits (`rel_l2`), <=
+//!   `--tol`; the elementwise max |device - cpu| / max |cpu| (`rel_err`) is reported
+//!   too. The max is not the bound: transformers' own bf16 against its f32 on these
+//!   fixtures reaches 0.0119 on tiny-qwen2 (bench/reference/bf16_noise.py), so 1e-2 on
+//!   the max would fail the reference itself; its `rel_l2` stays at 0.0067-0.0089.
 //! - `packed_vs_separate`: on the device, each prompt alone against its row of the
 //!   packed batch, and the 100-token prompt as a 60-token prefix in a KV cache plus a
-//!   40-token continuation against the whole prompt; same relative error and bound.
+//!   40-token continuation against the whole prompt; the max-based error, <= `--tol`.
 //! - `winners`: judge configs and pairs through the judge core on CPU f32 and on the
 //!   device (the shared-prefix scorer the CLI and server use, and the direct scorer).
 //!   Under bf16 a verdict can only be compared where the CPU verdict is not a near
@@ -25,10 +29,10 @@
 //!
 //! Prints one JSON line per check and a closing `N passed, M failed` line; exits 1 on
 //! any failure. Run from the repository root:
-//! `gpu_parity [--device cuda] [--dtype bf16] [--tol 1e-2] [--softmax f32|bf16]
+//! `gpu_parity [--device cuda] [--dtype bf16] [--tol 1e-2] [--no-fused]
 //! [--attention per-sequence|batched|flash] [--near-tie 0.05] [--min-decisive 40]
-//! [--judge-model DIR] [--smollm2 GGUF]` (`--softmax bf16`: attention softmax in bf16 on
-//! the batched path; `--attention`: default the device's fastest path, flash where built
+//! [--judge-model DIR] [--smollm2 GGUF]` (`--no-fused`: candle's separate ops instead of
+//! the fused kernels, see `Decoder::set_fused_kernels`; `--attention`: default the device's fastest path, flash where built
 //! with it, see `AttentionPath::default_for`; `per-sequence` is the CPU's one sequence at
 //! a time); `--device cpu [--dtype bf16]` runs the same checks on the CPU: the device
 //! side takes the accelerator's batched path unless told otherwise, so this checks that
@@ -58,7 +62,7 @@ struct Args {
     min_decisive: usize,
     /// `None`: the decoder's own default for the model (flash where it can run).
     attention: Option<AttentionPath>,
-    softmax_f32: bool,
+    fused: bool,
     judge_model: Option<PathBuf>,
     smollm2: PathBuf,
 }
@@ -94,11 +98,7 @@ fn parse_args() -> anyhow::Result<Args> {
         near_tie: get("--near-tie").map_or(Ok(0.05), |s| s.parse())?,
         min_decisive: get("--min-decisive").map_or(Ok(40), |s| s.parse())?,
         attention,
-        softmax_f32: match get("--softmax").map(String::as_str) {
-            None | Some("f32") => true,
-            Some("bf16") | Some("native") => false,
-            Some(o) => anyhow::bail!("--softmax takes f32 or bf16, not `{o}`"),
-        },
+        fused: !args.iter().any(|x| x == "--no-fused"),
         judge_model,
         smollm2: get("--smollm2").map_or_else(
             || PathBuf::from("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -122,7 +122,7 @@ fn load_decoder(path: &Path, dtype: DType, device: &Device) -> anyhow::Result<De
     Ok(LoadedModel::load(path, &opts)?.decoder)
 }
 
-/// ‖got - want‖₂ / ‖want‖₂ over all elements (reported, not checked).
+/// ‖got - want‖₂ / ‖want‖₂ over all elements: the logits check's relative error.
 fn rel_l2(got: &[Vec<f32>], want: &[Vec<f32>]) -> f64 {
     let (mut d2, mut w2) = (0f64, 0f64);
     for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
@@ -132,7 +132,8 @@ fn rel_l2(got: &[Vec<f32>], want: &[Vec<f32>]) -> f64 {
     (d2 / w2.max(f64::MIN_POSITIVE)).sqrt()
 }
 
-/// max |got - want| / max |want| over all elements.
+/// max |got - want| / max |want| over all elements (the packed/separate check's error;
+/// reported for the logits check).
 fn rel_err(got: &[Vec<f32>], want: &[Vec<f32>]) -> f64 {
     let (mut diff, mut scale) = (0f64, 0f64);
     for (g, w) in got.iter().zip(want) {
@@ -158,7 +159,7 @@ fn logits_checks(a: &Args, path: &Path) -> anyhow::Result<Vec<(Value, bool)>> {
     if let Some(p) = a.attention {
         dev.set_attention_path(p)?;
     }
-    dev.set_attention_softmax_f32(a.softmax_f32);
+    dev.set_fused_kernels(a.fused);
     let mut rng = StdRng::seed_from_u64(7);
     let max_len = cpu.max_positions();
     let prompts: Vec<Vec<u32>> = [1, 5, 17, 40, 64, 64, 64, 100]
@@ -171,13 +172,13 @@ fn logits_checks(a: &Args, path: &Path) -> anyhow::Result<Vec<(Value, bool)>> {
         .collect();
     let want = last_logits(&cpu, &prompts)?;
     let packed = last_logits(&dev, &prompts)?;
-    let e = rel_err(&packed, &want);
+    let l2 = rel_l2(&packed, &want);
     let name = path.display().to_string();
     let mut out = vec![(
-        json!({"check": "logits", "model": name, "rel_err": e, "tol": a.tol,
+        json!({"check": "logits", "model": name, "rel_l2": l2, "tol": a.tol,
             "path": format!("{:?}", dev.attention_path()),
-            "rel_l2": rel_l2(&packed, &want)}),
-        e <= a.tol,
+            "rel_err": rel_err(&packed, &want)}),
+        l2 <= a.tol,
     )];
     let mut alone = Vec::new();
     for p in &prompts {
@@ -255,7 +256,7 @@ fn winners_check(
     if let Some(p) = a.attention {
         dev.decoder.set_attention_path(p)?;
     }
-    dev.decoder.set_attention_softmax_f32(a.softmax_f32);
+    dev.decoder.set_fused_kernels(a.fused);
     let want = verdicts(&cpu, &cfg, pairs, false)?;
     let decisive = want.iter().filter(|w| rel_margin(w) >= a.near_tie).count();
     let mut ok = true;
@@ -331,7 +332,7 @@ fn workload_pairs(path: &Path) -> anyhow::Result<Vec<Pair>> {
 struct Reporter {
     device: String,
     dtype: String,
-    softmax: &'static str,
+    fused: bool,
     attention: String,
     passed: usize,
     failed: usize,
@@ -341,7 +342,7 @@ impl Reporter {
     fn emit(&mut self, mut v: Value, ok: bool) {
         v["device"] = json!(self.device);
         v["dtype"] = json!(self.dtype);
-        v["softmax"] = json!(self.softmax);
+        v["fused"] = json!(self.fused);
         v["attention"] = json!(self.attention);
         v["cublaslt"] = json!(self_judge::model::linear::cublaslt_enabled());
         v["pass"] = json!(ok);
@@ -418,7 +419,7 @@ fn main() -> ExitCode {
     let mut r = Reporter {
         device: device_name(&a.device),
         dtype: format!("{:?}", a.dtype).to_lowercase(),
-        softmax: if a.softmax_f32 { "f32" } else { "native" },
+        fused: a.fused,
         attention: a.attention.map_or("default".into(), |p| format!("{p:?}")),
         passed: 0,
         failed: 0,
