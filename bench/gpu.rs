@@ -19,10 +19,11 @@
 //! (head_dim 128), MLP 8960: 1543.7M (1310.3M).
 //!
 //! Run: `bench_gpu [--device cuda:0] [--models 0.5b,1.5b] [--tokens 8192,16384,32768,65536]
-//!       [--seq-len 512] [--iters 3] [--gemm 8192] [--dtype bf16] [--softmax f32|bf16]
-//!       [--fast-bf16] [--no-event-tracking] [--attention per-sequence|batched|flash]`
-//! (`--softmax bf16`: attention softmax in the activation dtype, see
-//! `Decoder::set_attention_softmax_f32`);
+//!       [--seq-len 512] [--iters 3] [--gemm 8192] [--dtype bf16] [--no-fused]
+//!       [--fast-bf16] [--no-event-tracking] [--attention per-sequence|batched|flash]
+//!       [--profile]`
+//! (`--no-fused`: candle's separate ops instead of the fused softmax and SiLU·up
+//! kernels, see `Decoder::set_fused_kernels`: the previous path, for comparison);
 //! `bench_gpu --device cpu --tiny` runs the same code on a tiny model (smoke test).
 
 use std::time::Instant;
@@ -80,13 +81,25 @@ fn gemm_peak(n: usize, dtype: DType, device: &Device, iters: usize) -> anyhow::R
     Ok(best)
 }
 
-/// `--softmax f32` (default) or `--softmax bf16`: the attention softmax dtype.
-fn softmax_f32(v: Option<&String>) -> anyhow::Result<bool> {
-    match v.map(String::as_str) {
-        None | Some("f32") => Ok(true),
-        Some("bf16") | Some("native") => Ok(false),
-        Some(o) => anyhow::bail!("--softmax takes f32 or bf16, not `{o}`"),
-    }
+/// `--profile`: cuProfilerStart/Stop around the last timed forward of each batch, so
+/// that `ncu --profile-from-start off` records the model's kernels and nothing else.
+#[cfg(feature = "cuda")]
+fn profiler(start: bool) -> anyhow::Result<()> {
+    use candle_core::cuda_backend::cudarc::driver::sys;
+    // Safe: no arguments; the profiler API only toggles collection for this context.
+    let r = unsafe {
+        if start {
+            sys::cuProfilerStart()
+        } else {
+            sys::cuProfilerStop()
+        }
+    };
+    Ok(r.result()?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn profiler(_start: bool) -> anyhow::Result<()> {
+    Ok(())
 }
 
 struct Args {
@@ -98,9 +111,10 @@ struct Args {
     seq_len: usize,
     iters: usize,
     gemm: usize,
-    softmax_f32: bool,
+    fused: bool,
     /// `None`: the decoder's own default for the model (flash where it can run).
     attention: Option<AttentionPath>,
+    profile: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -145,8 +159,9 @@ fn parse_args() -> anyhow::Result<Args> {
         seq_len: get("--seq-len").map_or(Ok(if tiny { 64 } else { 512 }), |s| s.parse())?,
         iters: get("--iters").map_or(Ok(3), |s| s.parse())?,
         gemm: get("--gemm").map_or(Ok(if tiny { 256 } else { 8192 }), |s| s.parse())?,
-        softmax_f32: softmax_f32(get("--softmax"))?,
+        fused: !args.iter().any(|a| a == "--no-fused"),
         attention,
+        profile: args.iter().any(|a| a == "--profile"),
         device,
     })
 }
@@ -190,7 +205,7 @@ fn main() -> anyhow::Result<()> {
         if let Some(path) = a.attention {
             dec.set_attention_path(path)?;
         }
-        dec.set_attention_softmax_f32(a.softmax_f32);
+        dec.set_fused_kernels(a.fused);
         a.device.synchronize()?;
         let build_s = t.elapsed().as_secs_f64();
         let mut rng = StdRng::seed_from_u64(1);
@@ -206,11 +221,18 @@ fn main() -> anyhow::Result<()> {
             let mut times = Vec::new();
             for it in 0..=a.iters {
                 a.device.synchronize()?;
+                let profiled = a.profile && it == a.iters;
+                if profiled {
+                    profiler(true)?;
+                }
                 let t = Instant::now();
                 let batch = PackedBatch::new(&seqs)?;
                 let logits = dec.forward(&batch, None, Output::LastLogits)?;
                 let probs = ab_probs_rows(&logits, 1, 2)?;
                 a.device.synchronize()?;
+                if profiled {
+                    profiler(false)?;
+                }
                 anyhow::ensure!(
                     probs.iter().all(|p| p.p_a.is_finite() && p.p_b.is_finite()),
                     "non-finite probabilities"
@@ -224,7 +246,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({"kind": "prefill", "device": dev, "dtype": dt, "model": name, "fast_bf16": fast_bf16,
-                    "softmax": if a.softmax_f32 { "f32" } else { "native" },
+                    "fused": a.fused,
                     "attention": format!("{:?}", dec.attention_path()), "event_tracking": !no_events,
                     "cublaslt": cublaslt,
                     "params": all, "params_non_embedding": body, "build_s": build_s,

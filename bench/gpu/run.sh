@@ -9,7 +9,8 @@
 # Usage, from the repository root: OUT=/some/dir bench/gpu/run.sh  (expected 4-5
 # minutes; every step has a timeout, and a step that would start after BUDGET seconds
 # (default 500) is skipped, so the whole run stays under ~9 minutes: give the device
-# call a timeout_s of about 600).
+# call a timeout_s of about 600). STEPS="parity bench judge-*" (glob patterns of step
+# names) runs only the steps it names, for a short rerun.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:?set OUT}"
@@ -22,8 +23,18 @@ SUMMARY="$OUT/summary.txt"
 T0=$(date +%s)
 
 step() { # NAME TIMEOUT OUTFILE CMD...: runs CMD, records exit code and seconds
-    local name=$1 limit=$2 out=$3
+    local name=$1 limit=$2 out=$3 pat
     shift 3
+    if [ -n "${STEPS:-}" ]; then
+        local -
+        set -f # the patterns match step names, not files
+        for pat in $STEPS; do
+            # shellcheck disable=SC2254
+            case "$name" in $pat) break ;; esac
+            pat=""
+        done
+        [ -z "$pat" ] && return
+    fi
     local t=$(date +%s)
     if [ $((t - T0)) -gt "${BUDGET:-500}" ]; then
         echo "$name skipped (over the time budget)" | tee -a "$SUMMARY"
@@ -175,15 +186,16 @@ if [ "$DEV" = cuda ]; then
 fi
 # 1. Correctness: CUDA bf16 against CPU f32, packed vs separate, judge winners, on the
 #    default path (flash when built); then the batched path if flash was the default,
-#    else the bf16 attention softmax. Lines carry "attention" and "softmax".
+#    else without the fused kernels (candle's separate ops, --no-fused). Lines carry
+#    "attention" and "fused".
 step parity 90 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" --device "$DEV" \
     --dtype bf16 "${PARITY[@]}"
 if [ "$FLASH" = 1 ]; then
     step parity-batched 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
         --device "$DEV" --dtype bf16 --attention batched "${PARITY[@]}"
 else
-    step parity-bf16-softmax 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
-        --device "$DEV" --dtype bf16 --softmax bf16 "${PARITY[@]}"
+    step parity-unfused 45 "$OUT/parity.jsonl" "${OURS[@]}" "$EXE/gpu_parity" \
+        --device "$DEV" --dtype bf16 --no-fused "${PARITY[@]}"
 fi
 # 1b. The CLI on the GPU: verdicts of the trained tiny judge (else tiny-chat) on the
 #    held-out arithmetic pairs (their extra "correct" field removed: the CLI refuses
@@ -201,7 +213,21 @@ step serve 60 "$OUT/cli.jsonl" "${OURS[@]}" "${PYTHON:-python3}" bench/gpu/serve
 # 2. Throughput: bf16 GEMM peak, then judge prefill at 4k (= the reference's batch of
 #    8 x 512) and 8k..64k tokens for both shapes.
 step "bench" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
-    --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32
+    --device "$DEV" "${BENCH[@]}" --iters 3
+#    The same without the fused softmax and SiLU·up kernels: the previous path, as the
+#    baseline of this run.
+step "bench-unfused" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+    --device "$DEV" "${BENCH[@]}" --iters 3 --no-fused
+#    Where the time goes: one 16k-token forward of the 1.5B shape under Nsight Compute
+#    (bench_gpu --profile brackets it with cuProfilerStart/Stop), GPU time per kernel
+#    name, into stderr.log. Caches are not flushed between kernels, so small kernels
+#    are timed as they run in the forward.
+if [ "$DEV" = cuda ] && command -v ncu >/dev/null; then
+    step profile 120 "$ERR" "${OURS[@]}" ncu --profile-from-start off --clock-control none \
+        --cache-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
+        "$EXE/bench_gpu" --device "$DEV" --models 1.5b --tokens 16384 --iters 1 --gemm 1024 \
+        --profile
+fi
 # 3. The seed's algorithm in transformers on the same shapes and prompt length (before
 #    the variants, so that the time budget never drops it).
 step reference 80 "$OUT/reference.jsonl" "${PYTHON:-python3}" bench/gpu/reference.py \
@@ -230,19 +256,19 @@ if [ -e "$BIN/qwen3-tokenizer/tokenizer.json.xz" ]; then
 fi
 # 4. Variants: without cudarc's per-allocation events,
 step "bench-no-events" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
-    --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --no-event-tracking
+    --device "$DEV" "${BENCH[@]}" --iters 3 --no-event-tracking
 #    with the projections through cuBLASLt (SELF_JUDGE_CUBLASLT=1, src/model/cublaslt.rs):
 #    its logits against the CPU's first, then its throughput.
 if [ "$DEV" = cuda ]; then
     step parity-cublaslt 45 "$OUT/parity.jsonl" env SELF_JUDGE_CUBLASLT=1 "${OURS[@]}" \
         "$EXE/gpu_parity" --device "$DEV" --dtype bf16 "${PARITY[@]}"
     step "bench-cublaslt" 60 "$OUT/bench.jsonl" env SELF_JUDGE_CUBLASLT=1 "${OURS[@]}" \
-        "$EXE/bench_gpu" --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32
+        "$EXE/bench_gpu" --device "$DEV" "${BENCH[@]}" --iters 3
 fi
 #    and on the batched attention path when flash is the default.
 if [ "$FLASH" = 1 ]; then
     step "bench-batched" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
-        --device "$DEV" "${BENCH[@]}" --iters 3 --softmax f32 --attention batched
+        --device "$DEV" "${BENCH[@]}" --iters 3 --attention batched
 fi
 
 {

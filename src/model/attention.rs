@@ -113,24 +113,29 @@ pub fn attend(
 }
 
 /// The accelerator path: `b` sequences of equal shape at once, `q` `[b, n, hq, d]`
-/// over `k`, `v` `[b, past + n, hkv, d]`, every sequence under the same `mask`; one
-/// batched product per step instead of one per sequence. Queries are scaled before
-/// the product. The softmax runs in f32 when `softmax_f32` (as [`attend`]), else in
-/// the activation dtype ([`OpsMode::Fused`] only; on CUDA candle's kernel sums in f32),
-/// which cuts the memory traffic over the `[b, hq, n, total]` scores by half or more.
+/// over `k`, `v` `[b, past + n, hkv, d]`, every sequence under the causal mask of `n`
+/// new tokens after `past` cached ones (and `window`); one batched product per step
+/// instead of one per sequence. With `fused` (inference only) the scale, mask and f32
+/// softmax are one kernel over the scores ([`super::fused::causal_softmax`]);
+/// otherwise queries are scaled before the product, the additive mask comes from
+/// `masks` and the softmax runs in f32 (the composed, differentiable form).
 /// Returns `[b * n, hq * d]`.
+#[allow(clippy::too_many_arguments)]
 pub fn attend_batched(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: Option<&Tensor>,
+    (past, window): (usize, Option<usize>),
+    masks: &mut Masks,
     mode: OpsMode,
-    softmax_f32: bool,
+    fused: bool,
 ) -> Result<Tensor> {
     let (b, n, hq, d) = q.dims4()?;
     let (_, total, hkv, _) = k.dims4()?;
     let groups = hq / hkv;
-    let q = (q * (1.0 / (d as f64).sqrt()))?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let fused = fused && mode == OpsMode::Fused && super::fused::supported(q.dtype());
+    let q = if fused { q.clone() } else { (q * scale)? };
     // [b, n, hq, d] -> [b * hkv, groups * n, d].
     let qg = q
         .permute((0, 2, 1, 3))?
@@ -144,20 +149,28 @@ pub fn attend_batched(
         .permute((0, 2, 1, 3))?
         .contiguous()?
         .reshape((b * hkv, total, d))?;
-    let mut scores = qg.matmul(&kt.t()?)?; // [b*hkv, groups*n, total]
-    if let Some(mask) = mask {
-        scores = scores
-            .reshape((b * hkv, groups, n, total))?
-            .broadcast_add(mask)?
-            .reshape((b * hkv, groups * n, total))?;
-    }
-    let probs = match (mode, softmax_f32) {
-        (OpsMode::Fused, false) => candle_nn::ops::softmax_last_dim(&scores)?,
-        (OpsMode::Fused, true) => candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?
-            .to_dtype(scores.dtype())?,
-        (OpsMode::Differentiable, _) => {
-            softmax_differentiable(&scores.to_dtype(DType::F32)?)?.to_dtype(scores.dtype())?
+    let scores = qg.matmul(&kt.t()?)?; // [b*hkv, groups*n, total]
+    let probs = if fused {
+        let grouped = scores.reshape((b * hkv, groups, n, total))?;
+        super::fused::causal_softmax(&grouped, past, window, scale)?.reshape((
+            b * hkv,
+            groups * n,
+            total,
+        ))?
+    } else {
+        let scores = match masks.get(n, past, window)? {
+            Some(mask) => scores
+                .reshape((b * hkv, groups, n, total))?
+                .broadcast_add(&mask)?
+                .reshape((b * hkv, groups * n, total))?,
+            None => scores,
+        };
+        let s32 = scores.to_dtype(DType::F32)?;
+        match mode {
+            OpsMode::Fused => candle_nn::ops::softmax_last_dim(&s32)?,
+            OpsMode::Differentiable => softmax_differentiable(&s32)?,
         }
+        .to_dtype(scores.dtype())?
     };
     let out = probs.matmul(&vt)?; // [b*hkv, groups*n, d]
     Ok(out
@@ -215,7 +228,8 @@ impl std::str::FromStr for AttentionPath {
 pub(super) struct AttentionOps {
     pub path: AttentionPath,
     pub mode: OpsMode,
-    pub softmax_f32: bool,
+    /// The fused kernels of [`super::fused`] on the batched path (inference only).
+    pub fused: bool,
 }
 
 /// What every layer's attention needs to know about the batch of one forward pass.
@@ -272,14 +286,14 @@ pub(super) fn attend_layer(
                 x.narrow(0, start, count * n)?
                     .reshape((count, n, heads, hd))
             };
-            let mask = plan.masks.get(n, 0, window)?;
             outs.push(attend_batched(
                 &rows(q, hq)?,
                 &rows(k, hkv)?,
                 &rows(v, hkv)?,
-                mask.as_ref(),
+                (0, window),
+                &mut plan.masks,
                 ops.mode,
-                ops.softmax_f32,
+                ops.fused,
             )?);
         }
     } else {
@@ -292,17 +306,18 @@ pub(super) fn attend_layer(
                 Some(c) => c[i].append(li, &ki, &vi)?,
                 None => (ki, vi),
             };
-            let mask = plan.masks.get(n, plan.past[i], window)?;
             outs.push(if !batched {
+                let mask = plan.masks.get(n, plan.past[i], window)?;
                 attend(&qi, &kf, &vf, mask.as_ref(), ops.mode)?
             } else {
                 attend_batched(
                     &qi.unsqueeze(0)?,
                     &kf.unsqueeze(0)?,
                     &vf.unsqueeze(0)?,
-                    mask.as_ref(),
+                    (plan.past[i], window),
+                    &mut plan.masks,
                     ops.mode,
-                    ops.softmax_f32,
+                    ops.fused,
                 )?
             });
         }
@@ -399,8 +414,13 @@ mod tests {
         let v = Tensor::randn(0f32, 1.0, (b, past + n, hkv, d), &dev).unwrap();
         let mut masks = Masks::new(DType::F32, &dev);
         let mask = masks.get(n, past, Some(4)).unwrap();
-        for mode in [OpsMode::Fused, OpsMode::Differentiable] {
-            let got = attend_batched(&q, &k, &v, mask.as_ref(), mode, true).unwrap();
+        // Fused kernels on and off, and the differentiable form.
+        for (mode, fused) in [
+            (OpsMode::Fused, true),
+            (OpsMode::Fused, false),
+            (OpsMode::Differentiable, true),
+        ] {
+            let got = attend_batched(&q, &k, &v, (past, Some(4)), &mut masks, mode, fused).unwrap();
             for i in 0..b {
                 let want = attend(
                     &q.get(i).unwrap(),

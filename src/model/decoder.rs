@@ -14,7 +14,7 @@ use super::flash::VarlenLens;
 use super::kv::KvCache;
 use super::linear::Linear;
 use super::rope::Rotary;
-use super::weights::WeightSource;
+use super::weights::{OwnedStorage, WeightSource};
 use super::{ModelError, Result};
 
 /// Which implementation of norm, rotary and softmax to use. The fused kernels are
@@ -62,9 +62,8 @@ pub struct Decoder {
     rotary: Rotary,
     mode: OpsMode,
     attention: AttentionPath,
-    /// Attention softmax in f32 (default) or, on the batched path, in the activation
-    /// dtype.
-    softmax_f32: bool,
+    /// The fused kernels of [`super::fused`] for inference on an accelerator.
+    fused: bool,
     dtype: DType,
     device: Device,
 }
@@ -77,6 +76,7 @@ impl Decoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        let src = &mut OwnedStorage(src);
         let h = cfg.hidden_size;
         let q_out = cfg.num_attention_heads * cfg.head_dim;
         let kv_out = cfg.num_key_value_heads * cfg.head_dim;
@@ -129,7 +129,7 @@ impl Decoder {
             rotary: Rotary::new(cfg, dtype, device)?,
             mode: OpsMode::Fused,
             attention: AttentionPath::default_for(device, dtype, cfg.head_dim),
-            softmax_f32: true,
+            fused: true,
             dtype,
             device: device.clone(),
         })
@@ -164,11 +164,12 @@ impl Decoder {
         self.attention
     }
 
-    /// Attention softmax in f32 (the default, as on the CPU path) or, with `false` and
-    /// the batched path, in the activation dtype (bf16: less memory traffic, less
-    /// precision).
-    pub fn set_attention_softmax_f32(&mut self, on: bool) {
-        self.softmax_f32 = on;
+    /// Whether inference uses the fused kernels of [`super::fused`] (the default):
+    /// scale, causal mask and f32 softmax in one pass on the batched attention path,
+    /// and SiLU·up in one pass on an accelerator. Off, the same math runs as candle's
+    /// separate ops (for comparison in the benchmarks).
+    pub fn set_fused_kernels(&mut self, on: bool) {
+        self.fused = on;
     }
 
     /// Activation dtype.
@@ -278,7 +279,7 @@ impl Decoder {
             let ops = AttentionOps {
                 path: self.attention,
                 mode: self.mode,
-                softmax_f32: self.softmax_f32,
+                fused: self.fused,
             };
             let attn = attend_layer(
                 ops,
@@ -290,10 +291,18 @@ impl Decoder {
             )?;
             x = (x + layer.o_proj.forward(&attn)?)?;
             let h = self.rms_norm(&x, &layer.post_attention_layernorm)?;
-            let gate = layer.gate_proj.forward(&h)?.silu()?;
-            let mlp = layer
-                .down_proj
-                .forward(&(gate * layer.up_proj.forward(&h)?)?)?;
+            let (gate, up) = (layer.gate_proj.forward(&h)?, layer.up_proj.forward(&h)?);
+            // On the CPU candle's own (multi-threaded) ops are faster than one loop.
+            let inner = if self.mode == OpsMode::Fused
+                && self.fused
+                && !self.device.is_cpu()
+                && super::fused::supported(self.dtype)
+            {
+                super::fused::silu_mul(&gate, &up)?
+            } else {
+                (gate.silu()? * up)?
+            };
+            let mlp = layer.down_proj.forward(&inner)?;
             x = (x + mlp)?;
         }
         match output {

@@ -9,6 +9,7 @@ pub mod cublaslt;
 pub mod decoder;
 pub mod device;
 pub mod flash;
+pub mod fused;
 pub mod gguf;
 pub mod kv;
 pub mod linear;

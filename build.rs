@@ -1,0 +1,32 @@
+//! With the `cuda` feature, compiles the fused inference kernels (src/model/fused.cu)
+//! to PTX for `src/model/fused.rs`. nvcc comes from `$NVCC` or the PATH, the target
+//! from `$CUDA_COMPUTE_CAP` (as for candle's own kernels; default 90, Hopper); the
+//! driver compiles the PTX for the card it runs on.
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=src/model/fused.cu");
+    println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
+    println!("cargo:rerun-if-env-changed=NVCC");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
+        return;
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("fused.ptx");
+    let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
+    let cap: String = std::env::var("CUDA_COMPUTE_CAP")
+        .unwrap_or_else(|_| "90".into())
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let status = Command::new(&nvcc)
+        .args(["--ptx", "-O3", &format!("-arch=compute_{cap}"), "-o"])
+        .arg(&out)
+        .arg("src/model/fused.cu")
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("{nvcc} failed on src/model/fused.cu ({s})"),
+        Err(e) => panic!("cannot run {nvcc} for src/model/fused.cu: {e} (set NVCC or PATH)"),
+    }
+}
