@@ -195,6 +195,26 @@ impl Decoder {
         })
     }
 
+    /// `(x + y, rms_norm(x + y, w))`: the residual add and the norm after it, one fused
+    /// kernel on an accelerator (see [`Self::set_fused_kernels`]).
+    fn add_rms_norm(&self, x: &Tensor, y: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.fused_on_device() && x.rank() == 2 {
+            return super::fused::add_rms_norm(x, y, w, self.cfg.rms_norm_eps);
+        }
+        let r = (x + y)?;
+        let h = self.rms_norm(&r, w)?;
+        Ok((r, h))
+    }
+
+    /// Whether the fused kernels run: inference on an accelerator in a float dtype
+    /// (on the CPU candle's own multi-threaded ops are faster than one loop).
+    fn fused_on_device(&self) -> bool {
+        self.mode == OpsMode::Fused
+            && self.fused
+            && !self.device.is_cpu()
+            && super::fused::supported(self.dtype)
+    }
+
     /// Runs the packed batch. With `caches`, sequence i continues `caches[i]` (its
     /// positions start at the cached length) and its new keys/values are appended.
     pub fn forward(
@@ -261,8 +281,12 @@ impl Decoder {
             self.cfg.num_key_value_heads,
             self.cfg.head_dim,
         );
+        let first = self
+            .layers
+            .first()
+            .ok_or_else(|| ModelError::Config("a decoder needs at least one layer".into()))?;
+        let mut h = self.rms_norm(&x, &first.input_layernorm)?;
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = self.rms_norm(&x, &layer.input_layernorm)?;
             let q = layer.q_proj.forward(&h)?.reshape((t, hq, hd))?;
             let k = layer.k_proj.forward(&h)?.reshape((t, hkv, hd))?;
             let v = layer.v_proj.forward(&h)?.reshape((t, hkv, hd))?;
@@ -289,21 +313,22 @@ impl Decoder {
                 &mut plan,
                 caches.as_deref_mut(),
             )?;
-            x = (x + layer.o_proj.forward(&attn)?)?;
-            let h = self.rms_norm(&x, &layer.post_attention_layernorm)?;
+            (x, h) = self.add_rms_norm(
+                &x,
+                &layer.o_proj.forward(&attn)?,
+                &layer.post_attention_layernorm,
+            )?;
             let (gate, up) = (layer.gate_proj.forward(&h)?, layer.up_proj.forward(&h)?);
-            // On the CPU candle's own (multi-threaded) ops are faster than one loop.
-            let inner = if self.mode == OpsMode::Fused
-                && self.fused
-                && !self.device.is_cpu()
-                && super::fused::supported(self.dtype)
-            {
+            let inner = if self.fused_on_device() {
                 super::fused::silu_mul(&gate, &up)?
             } else {
                 (gate.silu()? * up)?
             };
             let mlp = layer.down_proj.forward(&inner)?;
-            x = (x + mlp)?;
+            match self.layers.get(li + 1) {
+                Some(next) => (x, h) = self.add_rms_norm(&x, &mlp, &next.input_layernorm)?,
+                None => x = (x + mlp)?,
+            }
         }
         match output {
             Output::LastLogits => {

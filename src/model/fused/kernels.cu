@@ -89,6 +89,43 @@ __device__ void silu_mul(const T *g, const T *u, T *o, size_t numel) {
     }
 }
 
+// The residual add and the RMSNorm after it, one block per row of `cols`: r = x + y
+// (rounded to T: the residual stream stays in T, as when the two ops run apart), then
+// h = r / sqrt(mean(r^2) + eps) * w in f32, rounded once. Writes r to out[0] and h to
+// out[1], each [rows, cols].
+template <typename T>
+__device__ void add_rms_norm(const T *x, const T *y, const T *w, T *out, uint32_t rows,
+                             uint32_t cols, float eps) {
+    __shared__ float partial[32];
+    const uint32_t row = blockIdx.x;
+    if (row >= rows) return;
+    const size_t base = (size_t)row * cols;
+    T *r = out + base;
+    T *h = out + (size_t)rows * cols + base;
+    float ss = 0.f;
+    for (uint32_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        const T v = from_f<T>(to_f(x[base + c]) + to_f(y[base + c]));
+        r[c] = v;
+        const float f = to_f(v);
+        ss += f * f;
+    }
+    ss = warp_sum(ss);
+    const uint32_t warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) partial[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        ss = lane < (blockDim.x + 31) / 32 ? partial[lane] : 0.f;
+        ss = warp_sum(ss);
+        if (lane == 0) partial[0] = ss;
+    }
+    __syncthreads();
+    const float inv = rsqrtf(partial[0] / cols + eps);
+    // Each thread reads back the r values it wrote itself.
+    for (uint32_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        h[c] = from_f<T>(to_f(r[c]) * inv * to_f(w[c]));
+    }
+}
+
 #define INSTANTIATE(SUFFIX, T)                                                               \
     extern "C" __global__ void causal_softmax_##SUFFIX(                                     \
         const T *x, T *y, uint32_t rows, uint32_t n, uint32_t total, uint32_t past,          \
@@ -97,6 +134,11 @@ __device__ void silu_mul(const T *g, const T *u, T *o, size_t numel) {
     }                                                                                        \
     extern "C" __global__ void silu_mul_##SUFFIX(const T *g, const T *u, T *o, size_t numel) { \
         silu_mul<T>(g, u, o, numel);                                                         \
+    }                                                                                        \
+    extern "C" __global__ void add_rms_norm_##SUFFIX(const T *x, const T *y, const T *w,     \
+                                                     T *out, uint32_t rows, uint32_t cols,   \
+                                                     float eps) {                            \
+        add_rms_norm<T>(x, y, w, out, rows, cols, eps);                                      \
     }
 
 INSTANTIATE(f32, float)

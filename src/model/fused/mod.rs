@@ -1,12 +1,14 @@
-//! Fused inference ops for the batched attention path and the MLP: on CUDA one kernel
-//! each (src/model/fused.cu, PTX built by build.rs), on the CPU a plain loop with the
-//! same arithmetic. A profile of the judge prefill on an H200 (bench/RESULTS.md) spent
-//! 45% of the GPU time in the additive mask, the casts and the softmax around the
-//! attention scores, and 12% in SiLU and the gate·up product, each a separate candle
-//! kernel over a large tensor. No backward: training keeps the composed ops.
+//! Fused inference ops: on CUDA one kernel each (kernels.cu, PTX built by build.rs), on
+//! the CPU a plain loop with the same arithmetic. An ncu profile of the judge prefill on
+//! an H200 (bench/RESULTS.md) spent 45% of the GPU time in the additive mask, casts and
+//! softmax around the attention scores, 12% in SiLU and the gate·up product and 12% in
+//! the residual adds and RMSNorms, each a separate candle kernel over a large tensor.
+//! No backward: training keeps the composed ops.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType,
+};
 
 use super::Result;
 
@@ -50,6 +52,109 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     Ok(gate
         .contiguous()?
         .apply_op2_no_bwd(&up.contiguous()?, &SiluMul)?)
+}
+
+/// The residual add and the RMSNorm that follows it in one pass: returns `(r, h)` with
+/// `r = x + y` (in the inputs' dtype, as the residual stream) and
+/// `h = r / sqrt(mean(r²) + eps) · w` (f32 arithmetic, one rounding). `x`, `y` are
+/// `[rows, cols]`, `w` `[cols]`.
+pub fn add_rms_norm(x: &Tensor, y: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let (rows, cols) = x.dims2()?;
+    let op = AddRmsNorm { eps: eps as f32 };
+    let both = x
+        .contiguous()?
+        .apply_op3_no_bwd(&y.contiguous()?, &w.contiguous()?, &op)?;
+    debug_assert_eq!(both.dims(), [2, rows, cols]);
+    Ok((both.get(0)?, both.get(1)?))
+}
+
+struct AddRmsNorm {
+    eps: f32,
+}
+
+impl AddRmsNorm {
+    /// Checks the shapes; `(rows, cols)`.
+    fn dims(xl: &Layout, yl: &Layout, wl: &Layout) -> candle_core::Result<(usize, usize)> {
+        let (rows, cols) = xl.shape().dims2()?;
+        if yl.shape() != xl.shape() || wl.shape().dims() != [cols] {
+            candle_core::bail!(
+                "add-rms-norm: x {:?}, y {:?}, w {:?}",
+                xl.shape(),
+                yl.shape(),
+                wl.shape()
+            )
+        }
+        Ok((rows, cols))
+    }
+
+    fn cpu<T: WithDType>(&self, x: &[T], y: &[T], w: &[T], cols: usize) -> Vec<T> {
+        let mut out = vec![T::zero(); 2 * x.len()];
+        let (r_all, h_all) = out.split_at_mut(x.len());
+        let rows = x.chunks(cols).zip(y.chunks(cols));
+        for ((xr, yr), (r, h)) in rows.zip(r_all.chunks_mut(cols).zip(h_all.chunks_mut(cols))) {
+            for ((o, a), b) in r.iter_mut().zip(xr).zip(yr) {
+                *o = T::from_f64(f64::from(a.to_f64() as f32 + b.to_f64() as f32));
+            }
+            let ss: f32 = r.iter().map(|v| (v.to_f64() as f32).powi(2)).sum();
+            let inv = 1.0 / (ss / cols as f32 + self.eps).sqrt();
+            for ((o, v), g) in h.iter_mut().zip(r.iter()).zip(w) {
+                *o = T::from_f64(f64::from(v.to_f64() as f32 * inv * g.to_f64() as f32));
+            }
+        }
+        out
+    }
+}
+
+impl CustomOp3 for AddRmsNorm {
+    fn name(&self) -> &'static str {
+        "add-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        y: &CpuStorage,
+        yl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, cols) = Self::dims(xl, yl, wl)?;
+        let (Some((xa, xb)), Some((ya, yb)), Some((wa, wb))) = (
+            xl.contiguous_offsets(),
+            yl.contiguous_offsets(),
+            wl.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("add-rms-norm needs contiguous inputs")
+        };
+        let out = match (x, y, w) {
+            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(w)) => {
+                CpuStorage::F32(self.cpu(&x[xa..xb], &y[ya..yb], &w[wa..wb], cols))
+            }
+            (CpuStorage::BF16(x), CpuStorage::BF16(y), CpuStorage::BF16(w)) => {
+                CpuStorage::BF16(self.cpu(&x[xa..xb], &y[ya..yb], &w[wa..wb], cols))
+            }
+            (CpuStorage::F16(x), CpuStorage::F16(y), CpuStorage::F16(w)) => {
+                CpuStorage::F16(self.cpu(&x[xa..xb], &y[ya..yb], &w[wa..wb], cols))
+            }
+            _ => candle_core::bail!("add-rms-norm: unsupported or mixed dtypes"),
+        };
+        Ok((out, Shape::from((2, rows, cols))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+        y: &candle_core::CudaStorage,
+        yl: &Layout,
+        w: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (rows, cols) = Self::dims(xl, yl, wl)?;
+        cuda::add_rms_norm(self.eps, (x, xl), (y, yl), (w, wl), (rows, cols))
+    }
 }
 
 struct CausalSoftmax {
@@ -184,125 +289,7 @@ pub fn supported(dtype: DType) -> bool {
 }
 
 #[cfg(feature = "cuda")]
-mod cuda {
-    use candle_core::backend::BackendStorage;
-    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
-    use candle_core::cuda_backend::{CudaDType, CudaStorage};
-    use candle_core::{DType, Layout, Shape, WithDType};
-    use half::{bf16, f16};
-
-    use super::CausalSoftmax;
-
-    const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
-    const MODULE: &str = "self_judge_fused";
-
-    fn suffix(dtype: DType) -> candle_core::Result<&'static str> {
-        Ok(match dtype {
-            DType::F32 => "f32",
-            DType::BF16 => "bf16",
-            DType::F16 => "f16",
-            other => candle_core::bail!("fused kernels: unsupported dtype {other:?}"),
-        })
-    }
-
-    fn cuda_err(e: impl std::error::Error + Send + Sync + 'static) -> candle_core::Error {
-        candle_core::Error::Cuda(Box::new(e))
-    }
-
-    pub fn causal_softmax(
-        op: &CausalSoftmax,
-        s: &CudaStorage,
-        l: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        fn run<T: CudaDType + DeviceRepr + WithDType>(
-            op: &CausalSoftmax,
-            s: &CudaStorage,
-            l: &Layout,
-        ) -> candle_core::Result<CudaStorage> {
-            let Some((a, b)) = l.contiguous_offsets() else {
-                candle_core::bail!("causal-softmax needs contiguous scores")
-            };
-            let dev = &s.device;
-            let total = op.past + op.n;
-            let rows = (b - a) / total;
-            let x = s.as_cuda_slice::<T>()?.slice(a..b);
-            let mut y = unsafe { dev.alloc::<T>(b - a) }?;
-            let name = format!("causal_softmax_{}", suffix(T::DTYPE)?);
-            let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
-            // One warp per row, eight rows per block.
-            let cfg = LaunchConfig {
-                grid_dim: (rows.div_ceil(8) as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let dims = [rows, op.n, total, op.past, op.window].map(|v| v as u32);
-            let mut lb = f.builder();
-            lb.arg(&x).arg(&mut y);
-            for d in &dims {
-                lb.arg(d);
-            }
-            lb.arg(&op.scale);
-            unsafe { lb.launch(cfg) }.map_err(cuda_err)?;
-            Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
-        }
-        let out = match s.dtype() {
-            DType::F32 => run::<f32>(op, s, l)?,
-            DType::BF16 => run::<bf16>(op, s, l)?,
-            DType::F16 => run::<f16>(op, s, l)?,
-            other => candle_core::bail!("causal-softmax: unsupported dtype {other:?}"),
-        };
-        Ok((out, l.shape().clone()))
-    }
-
-    pub fn silu_mul(
-        g: &CudaStorage,
-        gl: &Layout,
-        u: &CudaStorage,
-        ul: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        fn run<T: CudaDType + DeviceRepr + WithDType>(
-            g: &CudaStorage,
-            gl: &Layout,
-            u: &CudaStorage,
-            ul: &Layout,
-        ) -> candle_core::Result<CudaStorage> {
-            let (Some((ga, gb)), Some((ua, ub))) =
-                (gl.contiguous_offsets(), ul.contiguous_offsets())
-            else {
-                candle_core::bail!("silu-mul needs contiguous inputs")
-            };
-            let dev = &g.device;
-            let numel = gb - ga;
-            let gs = g.as_cuda_slice::<T>()?.slice(ga..gb);
-            let us = u.as_cuda_slice::<T>()?.slice(ua..ub);
-            let mut o = unsafe { dev.alloc::<T>(numel) }?;
-            let name = format!("silu_mul_{}", suffix(T::DTYPE)?);
-            let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
-            // 16-byte vectors per thread; the kernel strides over what the grid leaves.
-            let per = 16 / T::DTYPE.size_in_bytes();
-            let blocks = numel.div_ceil(per * 256).clamp(1, 65_535 * 16);
-            let cfg = LaunchConfig {
-                grid_dim: (blocks as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut lb = f.builder();
-            lb.arg(&gs).arg(&us).arg(&mut o).arg(&numel);
-            unsafe { lb.launch(cfg) }.map_err(cuda_err)?;
-            Ok(CudaStorage::wrap_cuda_slice(o, dev.clone()))
-        }
-        if gl.shape() != ul.shape() || g.dtype() != u.dtype() {
-            candle_core::bail!("silu-mul: gate {:?} vs up {:?}", gl.shape(), ul.shape())
-        }
-        let out = match g.dtype() {
-            DType::F32 => run::<f32>(g, gl, u, ul)?,
-            DType::BF16 => run::<bf16>(g, gl, u, ul)?,
-            DType::F16 => run::<f16>(g, gl, u, ul)?,
-            other => candle_core::bail!("silu-mul: unsupported dtype {other:?}"),
-        };
-        Ok((out, gl.shape().clone()))
-    }
-}
+mod cuda;
 
 #[cfg(test)]
 mod tests {
@@ -352,6 +339,26 @@ mod tests {
         }
         let bad = Tensor::zeros((2, 3, 4), DType::F32, &dev)?;
         assert!(causal_softmax(&bad, 2, None, 1.0).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn add_rms_norm_equals_add_then_rms_norm() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (5, 24), &dev)?;
+        let y = Tensor::randn(0f32, 1.0, (5, 24), &dev)?;
+        let w = Tensor::randn(1f32, 0.1, 24, &dev)?;
+        let want_r = (&x + &y)?;
+        let want_h = candle_nn::ops::rms_norm_slow(&want_r, &w, 1e-5)?;
+        let (r, h) = add_rms_norm(&x, &y, &w, 1e-5)?;
+        assert_eq!(
+            (r.dims(), h.dims()),
+            ([5, 24].as_slice(), [5, 24].as_slice())
+        );
+        let dr = (r - want_r)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let dh = (h - want_h)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(dr < 1e-6 && dh < 1e-5, "{dr} {dh}");
+        assert!(add_rms_norm(&x, &y, &w.narrow(0, 0, 20)?, 1e-5).is_err());
         Ok(())
     }
 
