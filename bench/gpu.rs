@@ -177,8 +177,6 @@ fn main() -> anyhow::Result<()> {
     // across streams; candle runs each thread on one stream, so the benchmark can
     // measure what they cost.
     let no_events = std::env::args().any(|x| x == "--no-event-tracking");
-    // SELF_JUDGE_CUBLASLT=1: the projections through cuBLASLt (src/model/cublaslt.rs).
-    let cublaslt = self_judge::model::linear::cublaslt_enabled();
     #[cfg(feature = "cuda")]
     if let (true, Device::Cuda(d)) = (no_events, &a.device) {
         // Safe here: one thread, one stream, nothing shared with another stream.
@@ -248,7 +246,6 @@ fn main() -> anyhow::Result<()> {
                 json!({"kind": "prefill", "device": dev, "dtype": dt, "model": name, "fast_bf16": fast_bf16,
                     "fused": a.fused,
                     "attention": format!("{:?}", dec.attention_path()), "event_tracking": !no_events,
-                    "cublaslt": cublaslt,
                     "params": all, "params_non_embedding": body, "build_s": build_s,
                     "batch_tokens": n_seqs * a.seq_len, "seq_len": a.seq_len,
                     "prompts": n_seqs, "seconds": s, "tokens_per_s": n_tok / s,

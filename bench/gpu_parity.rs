@@ -344,7 +344,6 @@ impl Reporter {
         v["dtype"] = json!(self.dtype);
         v["fused"] = json!(self.fused);
         v["attention"] = json!(self.attention);
-        v["cublaslt"] = json!(self_judge::model::linear::cublaslt_enabled());
         v["pass"] = json!(ok);
         if ok {
             self.passed += 1;

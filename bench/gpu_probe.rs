@@ -1,7 +1,10 @@
-//! Where candle's bf16 GEMM loses its speed on the GPU (issue 8). On a lent H200 the
-//! 8192³ product ran at 133 TFLOP/s through `Tensor::matmul` while the same cuBLAS
-//! call from Python reached 672. This probe times, in one process and on candle's own
-//! device, the steps between the two, so one device call tells which one costs:
+//! The GPU's GEMM and per-op costs, as candle sees them (issue 8). Written when the
+//! benchmark's 8192³ product ran at 133 TFLOP/s through `Tensor::matmul` while the same
+//! cuBLAS call from Python reached 672: on the H200 this probe then showed candle's own
+//! product at 693 on well-aligned inputs, which pointed at the benchmark's inputs: its
+//! random weights were views at odd offsets, 2-byte aligned, and cuBLAS ran slow kernels
+//! on them (fixed by `weights::OwnedStorage`). It stays as the check of what the host
+//! and cuBLAS cost on a new card:
 //!
 //! - `context`: how cudarc runs here: stream-ordered allocation (`cuMemAllocAsync`)
 //!   supported or the synchronous fallback (every free then waits for the stream),
@@ -31,16 +34,43 @@ use anyhow::{bail, Context};
 use candle_core::cuda_backend::cudarc;
 use candle_core::{DType, Device, Storage, Tensor};
 use cudarc::cublas::{result as blas, sys as bsys, CudaBlas};
-use cudarc::cublaslt::{CudaBlasLT, Matmul};
+use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::driver::{result as drv, sys as dsys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
 use half::bf16;
 use serde_json::json;
 
-use self_judge::model::cublaslt::gemm_config;
 use self_judge::model::parse_device;
 
 const CASES: &str = "context,sync,alloc,small_ops,gemm_candle,gemm_raw_candle_handle,\
 gemm_raw_new_handle,gemm_lt,gemm_candle_pool_kept,gemm_candle_no_events";
+
+/// One unbatched `C = op(A) · B` in cuBLASLt's column-major terms: `op(A)` is `m × k`
+/// (A stored `k × m` when `transa`), B `k × n`, C `m × n`, with leading dimensions
+/// `(lda, ldb, ldc)`; alpha 1, beta 0, no epilogue.
+fn gemm_config(
+    transa: bool,
+    (m, n, k): (usize, usize, usize),
+    (lda, ldb, ldc): (usize, usize, usize),
+) -> MatmulConfig {
+    MatmulConfig {
+        transa,
+        transb: false,
+        transc: false,
+        m: m as u64,
+        n: n as u64,
+        k: k as u64,
+        alpha: 1.0,
+        lda: lda as i64,
+        ldb: ldb as i64,
+        beta: 0.0,
+        ldc: ldc as i64,
+        stride_a: None,
+        stride_b: None,
+        stride_c: None,
+        stride_bias: None,
+        batch_size: None,
+    }
+}
 
 /// Runs `f` for half a second to raise the clocks, then at least a second in groups
 /// of five between synchronizations; returns calls per second.

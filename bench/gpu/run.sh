@@ -156,16 +156,16 @@ fi
 FLASH=0
 grep -q flash-attn "$BIN/features.txt" 2>/dev/null && FLASH=1
 
-# 0. Where candle's GEMM loses to torch's (bench/gpu_probe.rs): stream-ordered
-#    allocation or not, allocation and per-op costs, candle's matmul against the same
-#    cuBLAS call into a buffer made once, a fresh handle, cuBLASLt, a kept memory pool,
-#    no event tracking. (The first CUDA process also has the driver compile candle's
-#    PTX, ~5 MB, for the card; later ones find it in the driver's cache.)
+# 0. The host's and cuBLAS's costs (bench/gpu_probe.rs): stream-ordered allocation or
+#    not, allocation and per-op costs, candle's matmul against the same cuBLAS call into
+#    a buffer made once, a fresh handle, cuBLASLt, a kept memory pool, no event
+#    tracking. (The first CUDA process also has the driver compile candle's PTX, ~5 MB,
+#    for the card; later ones find it in the driver's cache.)
 if [ "$DEV" = cuda ]; then
     step probe 60 "$OUT/probe.jsonl" "${OURS[@]}" "$EXE/gpu_probe" --device "$DEV"
     #    Which algorithm cuBLAS(Lt) logs for candle's product and for cuBLASLt's own call
-    #    (log kept short), and, where Nsight Compute can read the counters (not on
-    #    gVisor), the kernels' names and times.
+    #    (log kept short), and, where Nsight Compute is installed (it ran on the lent
+    #    H200), the GEMM kernels' names and times (cuBLAS 13 names them nvjet_*).
     LOG=$(mktemp)
     step probe-log 30 /dev/null env CUBLASLT_LOG_LEVEL=4 CUBLASLT_LOG_FILE="$LOG" \
         CUBLAS_LOGINFO_DBG=1 CUBLAS_LOGDEST_DBG="$LOG.blas" "${OURS[@]}" "$EXE/gpu_probe" \
@@ -179,7 +179,7 @@ if [ "$DEV" = cuda ]; then
     rm -f "$LOG" "$LOG.blas"
     if command -v ncu >/dev/null; then
         step ncu 60 "$ERR" "${OURS[@]}" ncu --clock-control none --launch-count 10 \
-            --kernel-name regex:"gemm|xmma|cutlass" \
+            --kernel-name regex:"gemm|xmma|cutlass|nvjet" \
             --metrics gpu__time_duration.sum "$EXE/gpu_probe" --device "$DEV" \
             --cases gemm_candle,gemm_lt --n 4096
     fi
@@ -257,14 +257,6 @@ fi
 # 4. Variants: without cudarc's per-allocation events,
 step "bench-no-events" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
     --device "$DEV" "${BENCH[@]}" --iters 3 --no-event-tracking
-#    with the projections through cuBLASLt (SELF_JUDGE_CUBLASLT=1, src/model/cublaslt.rs):
-#    its logits against the CPU's first, then its throughput.
-if [ "$DEV" = cuda ]; then
-    step parity-cublaslt 45 "$OUT/parity.jsonl" env SELF_JUDGE_CUBLASLT=1 "${OURS[@]}" \
-        "$EXE/gpu_parity" --device "$DEV" --dtype bf16 "${PARITY[@]}"
-    step "bench-cublaslt" 60 "$OUT/bench.jsonl" env SELF_JUDGE_CUBLASLT=1 "${OURS[@]}" \
-        "$EXE/bench_gpu" --device "$DEV" "${BENCH[@]}" --iters 3
-fi
 #    and on the batched attention path when flash is the default.
 if [ "$FLASH" = 1 ]; then
     step "bench-batched" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \

@@ -89,11 +89,8 @@ impl Linear {
     /// Applies the projection to `[T, in]` (or any leading dims).
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut y = match &self.weight {
-            LinearWeight::Dense(w) => match dense_accelerated(xs, w)? {
-                Some(y) => y,
-                None if xs.rank() == 2 => xs.matmul(&w.t()?)?,
-                None => xs.broadcast_matmul(&w.t()?)?,
-            },
+            LinearWeight::Dense(w) if xs.rank() == 2 => xs.matmul(&w.t()?)?,
+            LinearWeight::Dense(w) => xs.broadcast_matmul(&w.t()?)?,
             LinearWeight::Quantized(q) => {
                 let dt = xs.dtype();
                 // Quantized kernels take f32 activations.
@@ -116,24 +113,4 @@ impl Linear {
         }
         Ok(y)
     }
-}
-
-/// Whether dense projections go through cuBLASLt where they can
-/// (`SELF_JUDGE_CUBLASLT=1` in a CUDA build, see `super::cublaslt`).
-pub fn cublaslt_enabled() -> bool {
-    #[cfg(feature = "cuda")]
-    return super::cublaslt::enabled();
-    #[cfg(not(feature = "cuda"))]
-    false
-}
-
-/// The cuBLASLt product where it is enabled and applies (see `super::cublaslt`).
-#[cfg(feature = "cuda")]
-fn dense_accelerated(xs: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    super::cublaslt::linear(xs, w)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn dense_accelerated(_xs: &Tensor, _w: &Tensor) -> Result<Option<Tensor>> {
-    Ok(None)
 }

@@ -4,8 +4,6 @@
 pub mod attention;
 pub mod batch;
 pub mod config;
-#[cfg(feature = "cuda")]
-pub mod cublaslt;
 pub mod decoder;
 pub mod device;
 pub mod flash;
