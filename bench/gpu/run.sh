@@ -218,15 +218,17 @@ step "bench" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
 #    baseline of this run.
 step "bench-unfused" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
     --device "$DEV" "${BENCH[@]}" --iters 3 --no-fused
-#    Where the time goes: one 16k-token forward of the 1.5B shape under Nsight Compute
+#    Where the time goes: one 16k-token forward of each shape under Nsight Compute
 #    (bench_gpu --profile brackets it with cuProfilerStart/Stop), GPU time per kernel
-#    name, into stderr.log. Caches are not flushed between kernels, so small kernels
-#    are timed as they run in the forward.
+#    name, into stderr.log after a "== profile-SHAPE" line. Caches are not flushed
+#    between kernels, so small kernels are timed as they run in the forward.
 if [ "$DEV" = cuda ] && command -v ncu >/dev/null; then
-    step profile 120 "$ERR" "${OURS[@]}" ncu --profile-from-start off --clock-control none \
-        --cache-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-        "$EXE/bench_gpu" --device "$DEV" --models 1.5b --tokens 16384 --iters 1 --gemm 1024 \
-        --profile
+    for shape in 1.5b 0.5b; do
+        step "profile-$shape" 90 "$ERR" "${OURS[@]}" ncu --profile-from-start off \
+            --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+            --print-summary per-kernel "$EXE/bench_gpu" --device "$DEV" --models "$shape" \
+            --tokens 16384 --iters 1 --gemm 1024 --profile
+    done
 fi
 # 3. The seed's algorithm in transformers on the same shapes and prompt length (before
 #    the variants, so that the time budget never drops it).
