@@ -136,19 +136,18 @@ pub fn attend_batched(
     let scale = 1.0 / (d as f64).sqrt();
     let fused = fused && mode == OpsMode::Fused && super::fused::supported(q.dtype());
     let q = if fused { q.clone() } else { (q * scale)? };
+    // [b, tokens, heads, d] <-> [b, heads, tokens, d], contiguous.
+    let heads_first = |x: &Tensor| -> Result<Tensor> {
+        if fused {
+            super::fused::swap12(x)
+        } else {
+            Ok(x.permute((0, 2, 1, 3))?.contiguous()?)
+        }
+    };
     // [b, n, hq, d] -> [b * hkv, groups * n, d].
-    let qg = q
-        .permute((0, 2, 1, 3))?
-        .contiguous()?
-        .reshape((b * hkv, groups * n, d))?;
-    let kt = k
-        .permute((0, 2, 1, 3))?
-        .contiguous()?
-        .reshape((b * hkv, total, d))?;
-    let vt = v
-        .permute((0, 2, 1, 3))?
-        .contiguous()?
-        .reshape((b * hkv, total, d))?;
+    let qg = heads_first(&q)?.reshape((b * hkv, groups * n, d))?;
+    let kt = heads_first(k)?.reshape((b * hkv, total, d))?;
+    let vt = heads_first(v)?.reshape((b * hkv, total, d))?;
     let scores = qg.matmul(&kt.t()?)?; // [b*hkv, groups*n, total]
     let probs = if fused {
         let grouped = scores.reshape((b * hkv, groups, n, total))?;
@@ -173,11 +172,7 @@ pub fn attend_batched(
         .to_dtype(scores.dtype())?
     };
     let out = probs.matmul(&vt)?; // [b*hkv, groups*n, d]
-    Ok(out
-        .reshape((b, hq, n, d))?
-        .permute((0, 2, 1, 3))?
-        .contiguous()?
-        .reshape((b * n, hq * d))?)
+    Ok(heads_first(&out.reshape((b, hq, n, d))?)?.reshape((b * n, hq * d))?)
 }
 
 /// How attention runs over the sequences of a packed batch.

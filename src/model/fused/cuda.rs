@@ -175,3 +175,47 @@ pub fn add_rms_norm(
     };
     Ok((out, Shape::from((2, rows, cols))))
 }
+
+pub fn swap12(s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+    fn run<T: CudaDType + DeviceRepr + WithDType>(
+        s: &CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<CudaStorage> {
+        let Some((lo, hi)) = l.contiguous_offsets() else {
+            candle_core::bail!("swap12 needs a contiguous input")
+        };
+        let (a, b, c, d) = l.shape().dims4()?;
+        let dev = &s.device;
+        let x = s.as_cuda_slice::<T>()?.slice(lo..hi);
+        let mut y = unsafe { dev.alloc::<T>(hi - lo) }?;
+        // The kernel moves raw elements: by size, not by float type.
+        let name = match T::DTYPE.size_in_bytes() {
+            2 => "swap12_u16",
+            4 => "swap12_u32",
+            n => candle_core::bail!("swap12: {n}-byte elements"),
+        };
+        let f = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let pieces = (hi - lo) * T::DTYPE.size_in_bytes() / 16;
+        let cfg = LaunchConfig {
+            grid_dim: (pieces.div_ceil(256).clamp(1, 65_535 * 16) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let dims = [a, b, c, d].map(|v| v as u32);
+        let mut lb = f.builder();
+        lb.arg(&x).arg(&mut y);
+        for v in &dims {
+            lb.arg(v);
+        }
+        unsafe { lb.launch(cfg) }.map_err(cuda_err)?;
+        Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
+    }
+    let (a, b, c, d) = l.shape().dims4()?;
+    let out = match s.dtype() {
+        DType::F32 => run::<f32>(s, l)?,
+        DType::BF16 => run::<bf16>(s, l)?,
+        DType::F16 => run::<f16>(s, l)?,
+        other => candle_core::bail!("swap12: unsupported dtype {other:?}"),
+    };
+    Ok((out, Shape::from((a, c, b, d))))
+}

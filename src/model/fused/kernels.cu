@@ -126,6 +126,45 @@ __device__ void add_rms_norm(const T *x, const T *y, const T *w, T *out, uint32_
     }
 }
 
+// out[a][c][b][:] = in[a][b][c][:] for rows of `d` elements: the head transposes around
+// the batched attention ([seqs, tokens, heads, d] <-> [seqs, heads, tokens, d]). Reads in
+// input order; a row is copied in 16-byte pieces when `d` elements make whole pieces
+// and both pointers allow it. Typed by element size, not by float type.
+template <typename E>
+__device__ void swap12(const E *in, E *out, uint32_t na, uint32_t nb, uint32_t nc,
+                       uint32_t d) {
+    const bool vec = (d * sizeof(E)) % 16 == 0 && (uintptr_t)in % 16 == 0 &&
+                     (uintptr_t)out % 16 == 0;
+    const size_t per = vec ? 16 / sizeof(E) : 1;
+    const size_t v = d / per; // pieces per row
+    const size_t total = (size_t)na * nb * nc * v;
+    const size_t stride = (size_t)blockDim.x * gridDim.x;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += stride) {
+        const size_t piece = i % v;
+        size_t r = i / v;
+        const size_t c = r % nc;
+        r /= nc;
+        const size_t b = r % nb;
+        const size_t a = r / nb;
+        const size_t dst = ((a * nc + c) * nb + b) * v + piece;
+        if (vec) {
+            reinterpret_cast<uint4 *>(out)[dst] = reinterpret_cast<const uint4 *>(in)[i];
+        } else {
+            out[dst] = in[i];
+        }
+    }
+}
+
+extern "C" __global__ void swap12_u16(const uint16_t *in, uint16_t *out, uint32_t na,
+                                      uint32_t nb, uint32_t nc, uint32_t d) {
+    swap12<uint16_t>(in, out, na, nb, nc, d);
+}
+
+extern "C" __global__ void swap12_u32(const uint32_t *in, uint32_t *out, uint32_t na,
+                                      uint32_t nb, uint32_t nc, uint32_t d) {
+    swap12<uint32_t>(in, out, na, nb, nc, d);
+}
+
 #define INSTANTIATE(SUFFIX, T)                                                               \
     extern "C" __global__ void causal_softmax_##SUFFIX(                                     \
         const T *x, T *y, uint32_t rows, uint32_t n, uint32_t total, uint32_t past,          \

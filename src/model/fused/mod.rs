@@ -157,6 +157,58 @@ impl CustomOp3 for AddRmsNorm {
     }
 }
 
+/// `[a, b, c, d]` to `[a, c, b, d]`, contiguous: the head transposes around the batched
+/// attention, as one copy of whole `d`-element rows (candle's generic strided copy
+/// indexes every element through all four dims).
+pub fn swap12(x: &Tensor) -> Result<Tensor> {
+    x.dims4()?;
+    Ok(x.contiguous()?.apply_op1_no_bwd(&Swap12)?)
+}
+
+struct Swap12;
+
+fn swap12_cpu<T: Copy>(x: &[T], [a, b, c, d]: [usize; 4]) -> Vec<T> {
+    let mut y = Vec::with_capacity(x.len());
+    for ai in 0..a {
+        for ci in 0..c {
+            for bi in 0..b {
+                let at = ((ai * b + bi) * c + ci) * d;
+                y.extend_from_slice(&x[at..at + d]);
+            }
+        }
+    }
+    y
+}
+
+impl CustomOp1 for Swap12 {
+    fn name(&self) -> &'static str {
+        "swap12"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (Some((lo, hi)), (a, b, c, d)) = (l.contiguous_offsets(), l.shape().dims4()?) else {
+            candle_core::bail!("swap12 needs a contiguous input")
+        };
+        let dims = [a, b, c, d];
+        let out = match s {
+            CpuStorage::F32(x) => CpuStorage::F32(swap12_cpu(&x[lo..hi], dims)),
+            CpuStorage::BF16(x) => CpuStorage::BF16(swap12_cpu(&x[lo..hi], dims)),
+            CpuStorage::F16(x) => CpuStorage::F16(swap12_cpu(&x[lo..hi], dims)),
+            other => candle_core::bail!("swap12: unsupported dtype {:?}", other.dtype()),
+        };
+        Ok((out, Shape::from((a, c, b, d))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        cuda::swap12(s, l)
+    }
+}
+
 struct CausalSoftmax {
     n: usize,
     past: usize,
@@ -359,6 +411,33 @@ mod tests {
         let dh = (h - want_h)?.abs()?.max_all()?.to_scalar::<f32>()?;
         assert!(dr < 1e-6 && dh < 1e-5, "{dr} {dh}");
         assert!(add_rms_norm(&x, &y, &w.narrow(0, 0, 20)?, 1e-5).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn swap12_equals_transpose() -> Result<()> {
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 4.0 * 5.0, &Device::Cpu)?.reshape((2, 3, 4, 5))?;
+        let want = x.transpose(1, 2)?.contiguous()?;
+        for dt in [DType::F32, DType::BF16] {
+            let got = swap12(&x.to_dtype(dt)?)?.to_dtype(DType::F32)?;
+            assert_eq!(got.dims(), [2, 4, 3, 5]);
+            assert_eq!(
+                got.flatten_all()?.to_vec1::<f32>()?,
+                want.flatten_all()?.to_vec1::<f32>()?
+            );
+        }
+        // A view at an offset (as the batched path's runs are) is read from its start.
+        let view = x
+            .reshape((6, 4, 5))?
+            .narrow(0, 3, 3)?
+            .reshape((1, 3, 4, 5))?;
+        let want = view.transpose(1, 2)?.contiguous()?;
+        let diff = (swap12(&view)? - want)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
+        assert!(swap12(&x.reshape((6, 4, 5))?).is_err());
         Ok(())
     }
 
