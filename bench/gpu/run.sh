@@ -214,10 +214,15 @@ step serve 60 "$OUT/cli.jsonl" "${OURS[@]}" "${PYTHON:-python3}" bench/gpu/serve
 #    8 x 512) and 8k..64k tokens for both shapes.
 step "bench" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
     --device "$DEV" "${BENCH[@]}" --iters 3
-#    The same without the fused softmax and SiLU·up kernels: the previous path, as the
-#    baseline of this run.
+#    The batched attention path when flash is the default (with the fused kernels),
+#    then the previous path as the baseline of this run: batched attention with candle's
+#    separate ops instead of the fused kernels.
+if [ "$FLASH" = 1 ]; then
+    step "bench-batched" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
+        --device "$DEV" "${BENCH[@]}" --iters 3 --attention batched
+fi
 step "bench-unfused" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
-    --device "$DEV" "${BENCH[@]}" --iters 3 --no-fused
+    --device "$DEV" "${BENCH[@]}" --iters 3 --attention batched --no-fused
 #    Where the time goes: one 16k-token forward of each shape under Nsight Compute
 #    (bench_gpu --profile brackets it with cuProfilerStart/Stop), GPU time per kernel
 #    name, into stderr.log after a "== profile-SHAPE" line. Caches are not flushed
@@ -256,14 +261,9 @@ if [ -e "$BIN/qwen3-tokenizer/tokenizer.json.xz" ]; then
     done
     rm -rf "$TOKDIR"
 fi
-# 4. Variants: without cudarc's per-allocation events,
+# 4. Variant: without cudarc's per-allocation events.
 step "bench-no-events" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
     --device "$DEV" "${BENCH[@]}" --iters 3 --no-event-tracking
-#    and on the batched attention path when flash is the default.
-if [ "$FLASH" = 1 ]; then
-    step "bench-batched" 60 "$OUT/bench.jsonl" "${OURS[@]}" "$EXE/bench_gpu" \
-        --device "$DEV" "${BENCH[@]}" --iters 3 --attention batched
-fi
 
 {
     echo "total seconds=$(($(date +%s) - T0))"
