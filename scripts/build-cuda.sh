@@ -107,8 +107,12 @@ fi
 # bench/gpu/run.sh unpacks them.
 rm -rf "$OUT" && mkdir -p "$OUT/fallback"
 echo "$FEATURES" >"$OUT/features.txt"
-for b in release/self-judge release/examples/bench_gpu release/examples/gpu_parity \
-    release/examples/gpu_probe release/examples/bench_judge; do
+BINS=(release/self-judge release/examples/bench_gpu release/examples/gpu_parity
+    release/examples/bench_judge)
+# The probe only in the plain bundle: beside the flash kernels' library (23 MB xz'd) it
+# would take gpu-bin-fa to the edge of the 64 MiB a device call carries.
+[ "${FLASH_ATTN:-0}" = 1 ] || BINS+=(release/examples/gpu_probe)
+for b in "${BINS[@]}"; do
     name="$(basename "$b")"
     strip -o "$OUT/$name" "$TARGET_DIR/$b"
     xz -T0 -6 "$OUT/$name"
