@@ -37,14 +37,12 @@ pub fn causal_softmax(
         s: &CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<CudaStorage> {
-        let Some((a, b)) = l.contiguous_offsets() else {
-            candle_core::bail!("causal-softmax needs contiguous scores")
-        };
+        let span = super::span(l, "causal-softmax")?;
         let dev = &s.device;
         let total = op.past + op.n;
-        let rows = (b - a) / total;
-        let x = s.as_cuda_slice::<T>()?.slice(a..b);
-        let mut y = unsafe { dev.alloc::<T>(b - a) }?;
+        let rows = span.len() / total;
+        let mut y = unsafe { dev.alloc::<T>(span.len()) }?;
+        let x = s.as_cuda_slice::<T>()?.slice(span);
         let name = format!("causal_softmax_{}", suffix(T::DTYPE)?);
         let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
         // One warp per row, eight rows per block.
@@ -84,14 +82,11 @@ pub fn silu_mul(
         u: &CudaStorage,
         ul: &Layout,
     ) -> candle_core::Result<CudaStorage> {
-        let (Some((ga, gb)), Some((ua, ub))) = (gl.contiguous_offsets(), ul.contiguous_offsets())
-        else {
-            candle_core::bail!("silu-mul needs contiguous inputs")
-        };
+        let (gspan, uspan) = (super::span(gl, "silu-mul")?, super::span(ul, "silu-mul")?);
         let dev = &g.device;
-        let numel = gb - ga;
-        let gs = g.as_cuda_slice::<T>()?.slice(ga..gb);
-        let us = u.as_cuda_slice::<T>()?.slice(ua..ub);
+        let numel = gspan.len();
+        let gs = g.as_cuda_slice::<T>()?.slice(gspan);
+        let us = u.as_cuda_slice::<T>()?.slice(uspan);
         let mut o = unsafe { dev.alloc::<T>(numel) }?;
         let name = format!("silu_mul_{}", suffix(T::DTYPE)?);
         let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
@@ -134,17 +129,16 @@ pub fn add_rms_norm(
         (w, wl): Arg,
         (rows, cols): (usize, usize),
     ) -> candle_core::Result<CudaStorage> {
-        let (Some((xa, xb)), Some((ya, yb)), Some((wa, wb))) = (
-            xl.contiguous_offsets(),
-            yl.contiguous_offsets(),
-            wl.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("add-rms-norm needs contiguous inputs")
-        };
+        let op = "add-rms-norm";
+        let (xspan, yspan, wspan) = (
+            super::span(xl, op)?,
+            super::span(yl, op)?,
+            super::span(wl, op)?,
+        );
         let dev = &x.device;
-        let xs = x.as_cuda_slice::<T>()?.slice(xa..xb);
-        let ys = y.as_cuda_slice::<T>()?.slice(ya..yb);
-        let ws = w.as_cuda_slice::<T>()?.slice(wa..wb);
+        let xs = x.as_cuda_slice::<T>()?.slice(xspan);
+        let ys = y.as_cuda_slice::<T>()?.slice(yspan);
+        let ws = w.as_cuda_slice::<T>()?.slice(wspan);
         let mut out = unsafe { dev.alloc::<T>(2 * rows * cols) }?;
         let name = format!("add_rms_norm_{}", suffix(T::DTYPE)?);
         let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
@@ -181,13 +175,12 @@ pub fn swap12(s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, 
         s: &CudaStorage,
         l: &Layout,
     ) -> candle_core::Result<CudaStorage> {
-        let Some((lo, hi)) = l.contiguous_offsets() else {
-            candle_core::bail!("swap12 needs a contiguous input")
-        };
+        let span = super::span(l, "swap12")?;
         let (a, b, c, d) = l.shape().dims4()?;
         let dev = &s.device;
-        let x = s.as_cuda_slice::<T>()?.slice(lo..hi);
-        let mut y = unsafe { dev.alloc::<T>(hi - lo) }?;
+        let n = span.len();
+        let x = s.as_cuda_slice::<T>()?.slice(span);
+        let mut y = unsafe { dev.alloc::<T>(n) }?;
         // The kernel moves raw elements: by size, not by float type.
         let name = match T::DTYPE.size_in_bytes() {
             2 => "swap12_u16",
@@ -195,7 +188,7 @@ pub fn swap12(s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, 
             n => candle_core::bail!("swap12: {n}-byte elements"),
         };
         let f = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        let pieces = (hi - lo) * T::DTYPE.size_in_bytes() / 16;
+        let pieces = n * T::DTYPE.size_in_bytes() / 16;
         let cfg = LaunchConfig {
             grid_dim: (pieces.div_ceil(256).clamp(1, 65_535 * 16) as u32, 1, 1),
             block_dim: (256, 1, 1),

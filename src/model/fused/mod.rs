@@ -1,16 +1,20 @@
 //! Fused inference ops: on CUDA one kernel each (kernels.cu, PTX built by build.rs), on
-//! the CPU a plain loop with the same arithmetic. An ncu profile of the judge prefill on
-//! an H200 (bench/RESULTS.md) spent 45% of the GPU time in the additive mask, casts and
-//! softmax around the attention scores, 12% in SiLU and the gate·up product and 12% in
-//! the residual adds and RMSNorms, each a separate candle kernel over a large tensor.
-//! No backward: training keeps the composed ops.
+//! the CPU a plain loop with the same arithmetic (cpu.rs). An ncu profile of the judge
+//! prefill on an H200 (bench/RESULTS.md) spent 45% of the GPU time in the additive mask,
+//! casts and softmax around the attention scores, 12% in SiLU and the gate·up product,
+//! 12% in the residual adds and RMSNorms and 14% in head transposes, each a separate
+//! candle kernel over a large tensor. No backward: training keeps the composed ops.
+
+use std::ops::Range;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
 use super::Result;
+
+mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 
 /// Softmax of `scale · scores` over the last dim under the causal mask of `n` new
 /// queries after `past` cached keys (and a sliding `window`), in f32, returned in the
@@ -23,8 +27,7 @@ pub fn causal_softmax(
     window: Option<usize>,
     scale: f64,
 ) -> Result<Tensor> {
-    let dims = scores.dims();
-    let (n, total) = match dims {
+    let (n, total) = match scores.dims() {
         [.., n, total] => (*n, *total),
         _ => {
             return Err(
@@ -33,10 +36,8 @@ pub fn causal_softmax(
         }
     };
     if total != past + n {
-        return Err(candle_core::Error::Msg(format!(
-            "causal_softmax: {total} keys for {n} queries after {past} cached"
-        ))
-        .into());
+        let msg = format!("causal_softmax: {total} keys for {n} queries after {past} cached");
+        return Err(candle_core::Error::Msg(msg).into());
     }
     let op = CausalSoftmax {
         n,
@@ -59,102 +60,11 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// `h = r / sqrt(mean(r²) + eps) · w` (f32 arithmetic, one rounding). `x`, `y` are
 /// `[rows, cols]`, `w` `[cols]`.
 pub fn add_rms_norm(x: &Tensor, y: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    let (rows, cols) = x.dims2()?;
     let op = AddRmsNorm { eps: eps as f32 };
     let both = x
         .contiguous()?
         .apply_op3_no_bwd(&y.contiguous()?, &w.contiguous()?, &op)?;
-    debug_assert_eq!(both.dims(), [2, rows, cols]);
     Ok((both.get(0)?, both.get(1)?))
-}
-
-struct AddRmsNorm {
-    eps: f32,
-}
-
-impl AddRmsNorm {
-    /// Checks the shapes; `(rows, cols)`.
-    fn dims(xl: &Layout, yl: &Layout, wl: &Layout) -> candle_core::Result<(usize, usize)> {
-        let (rows, cols) = xl.shape().dims2()?;
-        if yl.shape() != xl.shape() || wl.shape().dims() != [cols] {
-            candle_core::bail!(
-                "add-rms-norm: x {:?}, y {:?}, w {:?}",
-                xl.shape(),
-                yl.shape(),
-                wl.shape()
-            )
-        }
-        Ok((rows, cols))
-    }
-
-    fn cpu<T: WithDType>(&self, x: &[T], y: &[T], w: &[T], cols: usize) -> Vec<T> {
-        let mut out = vec![T::zero(); 2 * x.len()];
-        let (r_all, h_all) = out.split_at_mut(x.len());
-        let rows = x.chunks(cols).zip(y.chunks(cols));
-        for ((xr, yr), (r, h)) in rows.zip(r_all.chunks_mut(cols).zip(h_all.chunks_mut(cols))) {
-            for ((o, a), b) in r.iter_mut().zip(xr).zip(yr) {
-                *o = T::from_f64(f64::from(a.to_f64() as f32 + b.to_f64() as f32));
-            }
-            let ss: f32 = r.iter().map(|v| (v.to_f64() as f32).powi(2)).sum();
-            let inv = 1.0 / (ss / cols as f32 + self.eps).sqrt();
-            for ((o, v), g) in h.iter_mut().zip(r.iter()).zip(w) {
-                *o = T::from_f64(f64::from(v.to_f64() as f32 * inv * g.to_f64() as f32));
-            }
-        }
-        out
-    }
-}
-
-impl CustomOp3 for AddRmsNorm {
-    fn name(&self) -> &'static str {
-        "add-rms-norm"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        xl: &Layout,
-        y: &CpuStorage,
-        yl: &Layout,
-        w: &CpuStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (rows, cols) = Self::dims(xl, yl, wl)?;
-        let (Some((xa, xb)), Some((ya, yb)), Some((wa, wb))) = (
-            xl.contiguous_offsets(),
-            yl.contiguous_offsets(),
-            wl.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("add-rms-norm needs contiguous inputs")
-        };
-        let out = match (x, y, w) {
-            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(w)) => {
-                CpuStorage::F32(self.cpu(&x[xa..xb], &y[ya..yb], &w[wa..wb], cols))
-            }
-            (CpuStorage::BF16(x), CpuStorage::BF16(y), CpuStorage::BF16(w)) => {
-                CpuStorage::BF16(self.cpu(&x[xa..xb], &y[ya..yb], &w[wa..wb], cols))
-            }
-            (CpuStorage::F16(x), CpuStorage::F16(y), CpuStorage::F16(w)) => {
-                CpuStorage::F16(self.cpu(&x[xa..xb], &y[ya..yb], &w[wa..wb], cols))
-            }
-            _ => candle_core::bail!("add-rms-norm: unsupported or mixed dtypes"),
-        };
-        Ok((out, Shape::from((2, rows, cols))))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        x: &candle_core::CudaStorage,
-        xl: &Layout,
-        y: &candle_core::CudaStorage,
-        yl: &Layout,
-        w: &candle_core::CudaStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let (rows, cols) = Self::dims(xl, yl, wl)?;
-        cuda::add_rms_norm(self.eps, (x, xl), (y, yl), (w, wl), (rows, cols))
-    }
 }
 
 /// `[a, b, c, d]` to `[a, c, b, d]`, contiguous: the head transposes around the batched
@@ -165,47 +75,24 @@ pub fn swap12(x: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1_no_bwd(&Swap12)?)
 }
 
-struct Swap12;
-
-fn swap12_cpu<T: Copy>(x: &[T], [a, b, c, d]: [usize; 4]) -> Vec<T> {
-    let mut y = Vec::with_capacity(x.len());
-    for ai in 0..a {
-        for ci in 0..c {
-            for bi in 0..b {
-                let at = ((ai * b + bi) * c + ci) * d;
-                y.extend_from_slice(&x[at..at + d]);
-            }
-        }
-    }
-    y
+/// Whether `dtype` has a fused kernel (the float types).
+pub fn supported(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
 }
 
-impl CustomOp1 for Swap12 {
-    fn name(&self) -> &'static str {
-        "swap12"
+/// The elements of a contiguous layout, or an error naming `op`.
+fn span(l: &Layout, op: &str) -> candle_core::Result<Range<usize>> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(a..b),
+        None => candle_core::bail!("{op} needs contiguous inputs"),
     }
+}
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (Some((lo, hi)), (a, b, c, d)) = (l.contiguous_offsets(), l.shape().dims4()?) else {
-            candle_core::bail!("swap12 needs a contiguous input")
-        };
-        let dims = [a, b, c, d];
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(swap12_cpu(&x[lo..hi], dims)),
-            CpuStorage::BF16(x) => CpuStorage::BF16(swap12_cpu(&x[lo..hi], dims)),
-            CpuStorage::F16(x) => CpuStorage::F16(swap12_cpu(&x[lo..hi], dims)),
-            other => candle_core::bail!("swap12: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((out, Shape::from((a, c, b, d))))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        s: &candle_core::CudaStorage,
-        l: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        cuda::swap12(s, l)
+/// One dtype for all inputs, or an error naming `op`.
+fn same_dtype(op: &str, dtypes: &[DType]) -> candle_core::Result<DType> {
+    match dtypes {
+        [first, rest @ ..] if rest.iter().all(|d| d == first) => Ok(*first),
+        _ => candle_core::bail!("{op}: mixed dtypes {dtypes:?}"),
     }
 }
 
@@ -228,25 +115,6 @@ impl CausalSoftmax {
         };
         (lo, qp + 1)
     }
-
-    fn cpu<T: WithDType>(&self, x: &[T]) -> Vec<T> {
-        let total = self.past + self.n;
-        let mut y = vec![T::zero(); x.len()];
-        for (r, (xr, yr)) in x.chunks(total).zip(y.chunks_mut(total)).enumerate() {
-            let (lo, hi) = self.visible(r);
-            let s: Vec<f32> = xr[lo..hi]
-                .iter()
-                .map(|v| v.to_f64() as f32 * self.scale)
-                .collect();
-            let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let e: Vec<f32> = s.iter().map(|v| (v - m).exp()).collect();
-            let inv = 1.0 / e.iter().sum::<f32>();
-            for (o, e) in yr[lo..hi].iter_mut().zip(e) {
-                *o = T::from_f64(f64::from(e * inv));
-            }
-        }
-        y
-    }
 }
 
 impl CustomOp1 for CausalSoftmax {
@@ -255,16 +123,9 @@ impl CustomOp1 for CausalSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let Some((a, b)) = l.contiguous_offsets() else {
-            candle_core::bail!("causal-softmax needs contiguous scores")
-        };
-        let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(self.cpu(&x[a..b])),
-            CpuStorage::BF16(x) => CpuStorage::BF16(self.cpu(&x[a..b])),
-            CpuStorage::F16(x) => CpuStorage::F16(self.cpu(&x[a..b])),
-            other => candle_core::bail!("causal-softmax: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((out, l.shape().clone()))
+        let x = cpu::floats(s, span(l, self.name())?)?;
+        let y = cpu::causal_softmax(self, &x);
+        Ok((cpu::storage(y, s.dtype())?, l.shape().clone()))
     }
 
     #[cfg(feature = "cuda")]
@@ -279,16 +140,6 @@ impl CustomOp1 for CausalSoftmax {
 
 struct SiluMul;
 
-fn silu_mul_cpu<T: WithDType>(g: &[T], u: &[T]) -> Vec<T> {
-    g.iter()
-        .zip(u)
-        .map(|(g, u)| {
-            let a = g.to_f64() as f32;
-            T::from_f64(f64::from(a / (1.0 + (-a).exp()) * u.to_f64() as f32))
-        })
-        .collect()
-}
-
 impl CustomOp2 for SiluMul {
     fn name(&self) -> &'static str {
         "silu-mul"
@@ -301,26 +152,16 @@ impl CustomOp2 for SiluMul {
         u: &CpuStorage,
         ul: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (Some((ga, gb)), Some((ua, ub))) = (gl.contiguous_offsets(), ul.contiguous_offsets())
-        else {
-            candle_core::bail!("silu-mul needs contiguous inputs")
-        };
         if gl.shape() != ul.shape() {
             candle_core::bail!("silu-mul: gate {:?} vs up {:?}", gl.shape(), ul.shape())
         }
-        let out = match (g, u) {
-            (CpuStorage::F32(g), CpuStorage::F32(u)) => {
-                CpuStorage::F32(silu_mul_cpu(&g[ga..gb], &u[ua..ub]))
-            }
-            (CpuStorage::BF16(g), CpuStorage::BF16(u)) => {
-                CpuStorage::BF16(silu_mul_cpu(&g[ga..gb], &u[ua..ub]))
-            }
-            (CpuStorage::F16(g), CpuStorage::F16(u)) => {
-                CpuStorage::F16(silu_mul_cpu(&g[ga..gb], &u[ua..ub]))
-            }
-            _ => candle_core::bail!("silu-mul: unsupported or mixed dtypes"),
-        };
-        Ok((out, gl.shape().clone()))
+        let dtype = same_dtype(self.name(), &[g.dtype(), u.dtype()])?;
+        let g = cpu::floats(g, span(gl, self.name())?)?;
+        let u = cpu::floats(u, span(ul, self.name())?)?;
+        Ok((
+            cpu::storage(cpu::silu_mul(&g, &u), dtype)?,
+            gl.shape().clone(),
+        ))
     }
 
     #[cfg(feature = "cuda")]
@@ -331,17 +172,96 @@ impl CustomOp2 for SiluMul {
         u: &candle_core::CudaStorage,
         ul: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        if gl.shape() != ul.shape() {
+            candle_core::bail!("silu-mul: gate {:?} vs up {:?}", gl.shape(), ul.shape())
+        }
+        same_dtype(self.name(), &[g.dtype(), u.dtype()])?;
         cuda::silu_mul(g, gl, u, ul)
     }
 }
 
-/// Whether `dtype` has a fused kernel (the float types).
-pub fn supported(dtype: DType) -> bool {
-    matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+struct AddRmsNorm {
+    eps: f32,
 }
 
-#[cfg(feature = "cuda")]
-mod cuda;
+impl AddRmsNorm {
+    /// Checks the shapes; `(rows, cols)`.
+    fn dims(xl: &Layout, yl: &Layout, wl: &Layout) -> candle_core::Result<(usize, usize)> {
+        let (rows, cols) = xl.shape().dims2()?;
+        if yl.shape() != xl.shape() || wl.shape().dims() != [cols] {
+            candle_core::bail!(
+                "add-rms-norm: x {:?}, y {:?}, w {:?}",
+                xl.shape(),
+                yl.shape(),
+                wl.shape()
+            )
+        }
+        Ok((rows, cols))
+    }
+}
+
+impl CustomOp3 for AddRmsNorm {
+    fn name(&self) -> &'static str {
+        "add-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        y: &CpuStorage,
+        yl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (rows, cols) = Self::dims(xl, yl, wl)?;
+        let dtype = same_dtype(self.name(), &[x.dtype(), y.dtype(), w.dtype()])?;
+        let x = cpu::floats(x, span(xl, self.name())?)?;
+        let y = cpu::floats(y, span(yl, self.name())?)?;
+        let w = cpu::floats(w, span(wl, self.name())?)?;
+        let out = cpu::add_rms_norm(self.eps, (&x, &y, &w), cols, cpu::rounding(dtype));
+        Ok((cpu::storage(out, dtype)?, Shape::from((2, rows, cols))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+        y: &candle_core::CudaStorage,
+        yl: &Layout,
+        w: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (rows, cols) = Self::dims(xl, yl, wl)?;
+        same_dtype(self.name(), &[x.dtype(), y.dtype(), w.dtype()])?;
+        cuda::add_rms_norm(self.eps, (x, xl), (y, yl), (w, wl), (rows, cols))
+    }
+}
+
+struct Swap12;
+
+impl CustomOp1 for Swap12 {
+    fn name(&self) -> &'static str {
+        "swap12"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b, c, d) = l.shape().dims4()?;
+        let x = cpu::floats(s, span(l, self.name())?)?;
+        let y = cpu::swap12(&x, [a, b, c, d]);
+        Ok((cpu::storage(y, s.dtype())?, Shape::from((a, c, b, d))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        cuda::swap12(s, l)
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -349,6 +269,17 @@ mod tests {
 
     use super::*;
     use crate::model::attention::Masks;
+
+    /// max |a - b| over all elements, in f32.
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+        d.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
 
     fn composed(scores: &Tensor, past: usize, window: Option<usize>, scale: f64) -> Tensor {
         let n = scores.dim(D::Minus2).unwrap();
@@ -377,16 +308,13 @@ mod tests {
             let scores = Tensor::randn(0f32, 3.0, (2, 3, n, total), &dev)?;
             let want = composed(&scores, past, window, 0.7);
             let got = causal_softmax(&scores, past, window, 0.7)?;
-            let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff = max_diff(&got, &want);
             assert!(diff < 1e-6, "n {n} past {past} window {window:?}: {diff}");
             // bf16 in, bf16 out, f32 arithmetic: within one bf16 rounding.
             let got = causal_softmax(&scores.to_dtype(DType::BF16)?, past, window, 0.7)?;
             assert_eq!(got.dtype(), DType::BF16);
             let want = composed(&scores.to_dtype(DType::BF16)?, past, window, 0.7);
-            let diff = (got.to_dtype(DType::F32)? - want)?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f32>()?;
+            let diff = max_diff(&got, &want);
             assert!(diff < 4e-3, "bf16 n {n} past {past}: {diff}");
         }
         let bad = Tensor::zeros((2, 3, 4), DType::F32, &dev)?;
@@ -407,8 +335,8 @@ mod tests {
             (r.dims(), h.dims()),
             ([5, 24].as_slice(), [5, 24].as_slice())
         );
-        let dr = (r - want_r)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        let dh = (h - want_h)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let dr = max_diff(&r, &want_r);
+        let dh = max_diff(&h, &want_h);
         assert!(dr < 1e-6 && dh < 1e-5, "{dr} {dh}");
         assert!(add_rms_norm(&x, &y, &w.narrow(0, 0, 20)?, 1e-5).is_err());
         Ok(())
@@ -432,10 +360,7 @@ mod tests {
             .narrow(0, 3, 3)?
             .reshape((1, 3, 4, 5))?;
         let want = view.transpose(1, 2)?.contiguous()?;
-        let diff = (swap12(&view)? - want)?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
+        let diff = max_diff(&swap12(&view)?, &want);
         assert_eq!(diff, 0.0);
         assert!(swap12(&x.reshape((6, 4, 5))?).is_err());
         Ok(())
@@ -447,10 +372,7 @@ mod tests {
         let g = Tensor::randn(0f32, 2.0, (7, 13), &dev)?;
         let u = Tensor::randn(0f32, 2.0, (7, 13), &dev)?;
         let want = (g.silu()? * &u)?;
-        let diff = (silu_mul(&g, &u)? - want)?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
+        let diff = max_diff(&silu_mul(&g, &u)?, &want);
         assert!(diff < 1e-5, "{diff}");
         assert!(silu_mul(&g, &u.narrow(1, 0, 12)?).is_err());
         Ok(())
