@@ -38,6 +38,7 @@ pub fn rounding(dtype: DType) -> fn(f32) -> f32 {
     }
 }
 
+/// [`super::causal_softmax`] row by row.
 pub fn causal_softmax(op: &CausalSoftmax, x: &[f32]) -> Vec<f32> {
     let total = op.past + op.n;
     let mut y = vec![0f32; x.len()];
@@ -56,6 +57,7 @@ pub fn causal_softmax(op: &CausalSoftmax, x: &[f32]) -> Vec<f32> {
     y
 }
 
+/// [`super::silu_mul`].
 pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
     g.iter()
         .zip(u)

@@ -27,6 +27,7 @@ fn cuda_err(e: impl std::error::Error + Send + Sync + 'static) -> candle_core::E
     candle_core::Error::Cuda(Box::new(e))
 }
 
+/// [`super::causal_softmax`]: one warp per row, eight rows per block.
 pub fn causal_softmax(
     op: &CausalSoftmax,
     s: &CudaStorage,
@@ -70,6 +71,7 @@ pub fn causal_softmax(
     Ok((out, l.shape().clone()))
 }
 
+/// [`super::silu_mul`]: 16-byte vectors per thread where the pointers allow.
 pub fn silu_mul(
     g: &CudaStorage,
     gl: &Layout,
@@ -115,6 +117,7 @@ pub fn silu_mul(
     Ok((out, gl.shape().clone()))
 }
 
+/// [`super::add_rms_norm`]: one block per row; returns `[r; h]` as `[2, rows, cols]`.
 pub fn add_rms_norm(
     eps: f32,
     x: Arg,
@@ -170,6 +173,7 @@ pub fn add_rms_norm(
     Ok((out, Shape::from((2, rows, cols))))
 }
 
+/// [`super::swap12`]: whole rows in 16-byte pieces where they divide evenly.
 pub fn swap12(s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
     fn run<T: CudaDType + DeviceRepr + WithDType>(
         s: &CudaStorage,
