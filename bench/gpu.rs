@@ -22,8 +22,8 @@
 //!       [--seq-len 512] [--iters 3] [--gemm 8192] [--dtype bf16] [--no-fused]
 //!       [--fast-bf16] [--no-event-tracking] [--attention per-sequence|batched|flash]
 //!       [--profile]`
-//! (`--no-fused`: candle's separate ops instead of the fused softmax and SiLU·up
-//! kernels, see `Decoder::set_fused_kernels`: the previous path, for comparison);
+//! (`--no-fused`: candle's separate ops instead of our fused kernels, see
+//! `Decoder::set_fused_kernels`: the previous path, for comparison);
 //! `bench_gpu --device cpu --tiny` runs the same code on a tiny model (smoke test).
 
 use std::time::Instant;

@@ -8,7 +8,7 @@
 //!   `--tol`; the elementwise max |device - cpu| / max |cpu| (`rel_err`) is reported
 //!   too. The max is not the bound: transformers' own bf16 against its f32 on these
 //!   fixtures reaches 0.0119 on tiny-qwen2 (bench/reference/bf16_noise.py), so 1e-2 on
-//!   the max would fail the reference itself; its `rel_l2` stays at 0.0067-0.0089.
+//!   the max would fail the reference itself; its `rel_l2` stays at 0.0065-0.0089.
 //! - `packed_vs_separate`: on the device, each prompt alone against its row of the
 //!   packed batch, and the 100-token prompt as a 60-token prefix in a KV cache plus a
 //!   40-token continuation against the whole prompt; the max-based error, <= `--tol`.

@@ -120,7 +120,6 @@ pub fn attend(
 /// otherwise queries are scaled before the product, the additive mask comes from
 /// `masks` and the softmax runs in f32 (the composed, differentiable form).
 /// Returns `[b * n, hq * d]`.
-#[allow(clippy::too_many_arguments)]
 pub fn attend_batched(
     q: &Tensor,
     k: &Tensor,

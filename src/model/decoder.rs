@@ -164,10 +164,11 @@ impl Decoder {
         self.attention
     }
 
-    /// Whether inference uses the fused kernels of [`super::fused`] (the default):
-    /// scale, causal mask and f32 softmax in one pass on the batched attention path,
-    /// and SiLU·up in one pass on an accelerator. Off, the same math runs as candle's
-    /// separate ops (for comparison in the benchmarks).
+    /// Whether inference uses the fused ops of [`super::fused`] (the default): on the
+    /// batched attention path (any device) the head transposes and one pass of scale,
+    /// causal mask and f32 softmax; on an accelerator also SiLU·up and residual add with
+    /// RMSNorm. Off, the same math runs as candle's separate ops (for comparison in the
+    /// benchmarks).
     pub fn set_fused_kernels(&mut self, on: bool) {
         self.fused = on;
     }

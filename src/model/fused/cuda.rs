@@ -105,9 +105,7 @@ pub fn silu_mul(
         unsafe { lb.launch(cfg) }.map_err(cuda_err)?;
         Ok(CudaStorage::wrap_cuda_slice(o, dev.clone()))
     }
-    if gl.shape() != ul.shape() || g.dtype() != u.dtype() {
-        candle_core::bail!("silu-mul: gate {:?} vs up {:?}", gl.shape(), ul.shape())
-    }
+    // Shapes and dtypes were checked by the op (`SiluMul::check`).
     let out = match g.dtype() {
         DType::F32 => run::<f32>(g, gl, u, ul)?,
         DType::BF16 => run::<bf16>(g, gl, u, ul)?,
@@ -163,12 +161,13 @@ pub fn add_rms_norm(
         unsafe { lb.launch(cfg) }.map_err(cuda_err)?;
         Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
     }
+    // One dtype for all three was checked by the op.
     let shape = (rows, cols);
-    let out = match (x.0.dtype(), y.0.dtype(), w.0.dtype()) {
-        (DType::F32, DType::F32, DType::F32) => run::<f32>(eps, x, y, w, shape)?,
-        (DType::BF16, DType::BF16, DType::BF16) => run::<bf16>(eps, x, y, w, shape)?,
-        (DType::F16, DType::F16, DType::F16) => run::<f16>(eps, x, y, w, shape)?,
-        other => candle_core::bail!("add-rms-norm: unsupported or mixed dtypes {other:?}"),
+    let out = match x.0.dtype() {
+        DType::F32 => run::<f32>(eps, x, y, w, shape)?,
+        DType::BF16 => run::<bf16>(eps, x, y, w, shape)?,
+        DType::F16 => run::<f16>(eps, x, y, w, shape)?,
+        other => candle_core::bail!("add-rms-norm: unsupported dtype {other:?}"),
     };
     Ok((out, Shape::from((2, rows, cols))))
 }

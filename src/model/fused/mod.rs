@@ -140,6 +140,16 @@ impl CustomOp1 for CausalSoftmax {
 
 struct SiluMul;
 
+impl SiluMul {
+    /// Gate and up of one shape and one dtype; that dtype.
+    fn check(gl: &Layout, ul: &Layout, g: DType, u: DType) -> candle_core::Result<DType> {
+        if gl.shape() != ul.shape() {
+            candle_core::bail!("silu-mul: gate {:?} vs up {:?}", gl.shape(), ul.shape())
+        }
+        same_dtype("silu-mul", &[g, u])
+    }
+}
+
 impl CustomOp2 for SiluMul {
     fn name(&self) -> &'static str {
         "silu-mul"
@@ -152,10 +162,7 @@ impl CustomOp2 for SiluMul {
         u: &CpuStorage,
         ul: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        if gl.shape() != ul.shape() {
-            candle_core::bail!("silu-mul: gate {:?} vs up {:?}", gl.shape(), ul.shape())
-        }
-        let dtype = same_dtype(self.name(), &[g.dtype(), u.dtype()])?;
+        let dtype = Self::check(gl, ul, g.dtype(), u.dtype())?;
         let g = cpu::floats(g, span(gl, self.name())?)?;
         let u = cpu::floats(u, span(ul, self.name())?)?;
         Ok((
@@ -172,10 +179,7 @@ impl CustomOp2 for SiluMul {
         u: &candle_core::CudaStorage,
         ul: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        if gl.shape() != ul.shape() {
-            candle_core::bail!("silu-mul: gate {:?} vs up {:?}", gl.shape(), ul.shape())
-        }
-        same_dtype(self.name(), &[g.dtype(), u.dtype()])?;
+        Self::check(gl, ul, g.dtype(), u.dtype())?;
         cuda::silu_mul(g, gl, u, ul)
     }
 }
