@@ -128,6 +128,7 @@ fn random_model(a: &Args, shape: &str, opts: &LoadOptions) -> anyhow::Result<Loa
         chat_template,
         format: WeightFormat::Safetensors,
         path: dir.clone(),
+        adapter: None,
     })
 }
 

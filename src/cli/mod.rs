@@ -27,12 +27,20 @@ pub struct ModelArgs {
     /// prefill and adds activation-quantization noise that flips close judgments.
     #[arg(long)]
     pub quantized: bool,
+    /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors)
+    /// merged into the model's weights at start, e.g. adapters/smollm2-judge.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
 }
 
 impl ModelArgs {
     /// Loads the model these options describe.
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
         let opts = LoadOptions::from_flags(&self.device, self.dtype.as_deref(), self.quantized)?;
-        Ok(LoadedModel::load(&self.model, &opts)?)
+        Ok(LoadedModel::load_adapted(
+            &self.model,
+            &opts,
+            self.adapter.as_deref(),
+        )?)
     }
 }

@@ -6,10 +6,11 @@ use std::str::FromStr;
 
 use candle_core::{DType, Device};
 
+use super::adapter::{LoraAdapter, MergedSource};
 use super::config::ModelConfig;
 use super::decoder::Decoder;
 use super::gguf::GgufFile;
-use super::weights::SafetensorsSource;
+use super::weights::{SafetensorsSource, WeightSource};
 use super::{ModelError, Result};
 use crate::tokenizer::{gguf::from_gguf, ChatTemplate, TextTokenizer};
 
@@ -86,24 +87,58 @@ pub struct LoadedModel {
     pub format: WeightFormat,
     /// Where the checkpoint came from.
     pub path: PathBuf,
+    /// The PEFT LoRA adapter merged into the weights at load, if any.
+    pub adapter: Option<PathBuf>,
 }
 
 impl LoadedModel {
     /// Loads a HF directory or a `.gguf` file.
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        if path.is_dir() {
-            Self::load_hf(path, opts)
+        Self::load_adapted(path, opts, None)
+    }
+
+    /// Loads a checkpoint and merges a PEFT LoRA adapter folder into its weights
+    /// (`W + scale · B A`), so serving an adapter costs nothing per token.
+    pub fn load_adapted(path: &Path, opts: &LoadOptions, adapter: Option<&Path>) -> Result<Self> {
+        let adapter = adapter.map(LoraAdapter::read).transpose()?;
+        if adapter.is_some() && opts.quantized {
+            return Err(ModelError::Config(
+                "an adapter is merged into dense weights: drop --quantized to use --adapter".into(),
+            ));
+        }
+        let mut model = if path.is_dir() {
+            Self::load_hf(path, opts, adapter.as_ref())
         } else if path.is_file() {
-            Self::load_gguf(path, opts)
+            Self::load_gguf(path, opts, adapter.as_ref())
         } else {
             Err(ModelError::Weights(format!(
                 "model path {} does not exist",
                 path.display()
             )))
+        }?;
+        model.adapter = adapter.map(|a| a.dir);
+        Ok(model)
+    }
+
+    /// Builds the decoder from `src`, through the adapter when there is one.
+    fn decoder(
+        cfg: &ModelConfig,
+        src: &mut dyn WeightSource,
+        adapter: Option<&LoraAdapter>,
+        opts: &LoadOptions,
+    ) -> Result<Decoder> {
+        match adapter {
+            None => Decoder::load(cfg, src, opts.dtype, &opts.device),
+            Some(a) => {
+                let mut merged = MergedSource::new(src, a);
+                let d = Decoder::load(cfg, &mut merged, opts.dtype, &opts.device)?;
+                merged.finish()?;
+                Ok(d)
+            }
         }
     }
 
-    fn load_hf(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+    fn load_hf(dir: &Path, opts: &LoadOptions, adapter: Option<&LoraAdapter>) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::Io {
             path: cfg_path.display().to_string(),
@@ -111,17 +146,17 @@ impl LoadedModel {
         })?;
         let cfg = ModelConfig::from_hf_json(&text)?;
         let mut src = SafetensorsSource::open(dir, opts.dtype, &opts.device)?;
-        let decoder = Decoder::load(&cfg, &mut src, opts.dtype, &opts.device)?;
+        let decoder = Self::decoder(&cfg, &mut src, adapter, opts)?;
         let (tokenizer, template) = TextTokenizer::from_hf_dir(dir, &cfg.eos_token_ids)?;
         Self::finish(decoder, tokenizer, template, WeightFormat::Safetensors, dir)
     }
 
-    fn load_gguf(path: &Path, opts: &LoadOptions) -> Result<Self> {
+    fn load_gguf(path: &Path, opts: &LoadOptions, adapter: Option<&LoraAdapter>) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let cfg = file.config()?;
         let (tokenizer, template) = from_gguf(&file)?;
         let mut src = file.source(&cfg, opts.quantized, opts.dtype, &opts.device);
-        let decoder = Decoder::load(&cfg, &mut src, opts.dtype, &opts.device)?;
+        let decoder = Self::decoder(&cfg, &mut src, adapter, opts)?;
         let format = if opts.quantized {
             WeightFormat::GgufQuantized
         } else {
@@ -155,6 +190,7 @@ impl LoadedModel {
             chat_template,
             format,
             path: path.to_path_buf(),
+            adapter: None,
         })
     }
 

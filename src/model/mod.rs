@@ -1,6 +1,7 @@
 //! The decoder shared by the server and the training binary: one implementation of the
 //! Llama family (Llama, SmolLM2, Mistral, Qwen2) with a packed variable-length forward.
 
+pub mod adapter;
 pub mod attention;
 pub mod batch;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod loader;
 pub mod rope;
 pub mod weights;
 
+pub use adapter::LoraAdapter;
 pub use batch::PackedBatch;
 pub use config::{ModelConfig, RopeScaling};
 pub use decoder::{AttentionPath, Decoder, OpsMode, Output};

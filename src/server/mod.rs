@@ -121,6 +121,7 @@ fn load(
     let info = InfoResponse {
         version: env!("CARGO_PKG_VERSION").into(),
         model: model.path.display().to_string(),
+        adapter: model.adapter.as_ref().map(|a| a.display().to_string()),
         model_type: c.model_type.clone(),
         format: format!("{:?}", model.format),
         dtype: format!("{:?}", model.decoder.dtype()).to_lowercase(),

@@ -187,6 +187,8 @@ pub struct TokenIds {
 pub struct InfoResponse {
     pub version: String,
     pub model: String,
+    /// The PEFT LoRA adapter merged into the model at start (`--adapter`), if any.
+    pub adapter: Option<String>,
     pub model_type: String,
     pub format: String,
     pub dtype: String,

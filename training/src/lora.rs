@@ -252,43 +252,8 @@ impl Adapters {
 }
 
 /// Reads a PEFT LoRA adapter folder and returns `scale · B A` per base weight name, to
-/// merge into the base before training (`model.peft_model_name_or_path`).
+/// merge into the base before training (`model.peft_model_name_or_path`); the server's
+/// `--adapter` reads the same folders.
 pub fn adapter_deltas(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
-    let cfg_path = dir.join("adapter_config.json");
-    let cfg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("reading {}", cfg_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", cfg_path.display()))?;
-    anyhow::ensure!(
-        cfg["peft_type"] == "LORA",
-        "{}: only LoRA adapters can be merged",
-        cfg_path.display()
-    );
-    let r = cfg["r"]
-        .as_f64()
-        .context("adapter_config.json: `r` missing")?;
-    let alpha = cfg["lora_alpha"].as_f64().unwrap_or(r);
-    let scale = if cfg["use_rslora"] == true {
-        alpha / r.sqrt()
-    } else {
-        alpha / r
-    };
-    let file = dir.join("adapter_model.safetensors");
-    let tensors = candle_core::safetensors::load(&file, &Device::Cpu)
-        .with_context(|| format!("reading {}", file.display()))?;
-    let mut out = HashMap::new();
-    for (k, a) in &tensors {
-        let Some(module) = k.strip_suffix(".lora_A.weight") else {
-            continue;
-        };
-        let b = tensors
-            .get(&format!("{module}.lora_B.weight"))
-            .with_context(|| format!("{}: {module} has lora_A but no lora_B", file.display()))?;
-        let name = format!("{}.weight", module.trim_start_matches("base_model.model."));
-        let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * scale)?;
-        out.insert(name, delta);
-    }
-    anyhow::ensure!(!out.is_empty(), "{}: no LoRA weights", file.display());
-    Ok(out)
+    Ok(self_judge::model::LoraAdapter::read(dir)?.deltas)
 }

@@ -124,6 +124,12 @@ fn lora_run_writes_a_peft_adapter_and_a_merged_checkpoint() {
     let served = common::logits(&merged.decoder, &prompt);
     let d = common::max_diff(&adapted, &served);
     assert!(d < 1e-5, "merged vs base+adapter: {d}");
+    // What `self-judge serve --adapter` loads: the base with the PEFT folder merged.
+    let adapted_at_load =
+        LoadedModel::load_adapted(&init, &LoadOptions::default(), Some(&out.join("adapter")))
+            .unwrap();
+    let d = common::max_diff(&common::logits(&adapted_at_load.decoder, &prompt), &served);
+    assert!(d < 1e-5, "base --adapter vs merged checkpoint: {d}");
     let plain = common::logits(&base.decoder, &prompt);
     assert!(
         common::max_diff(&plain, &served) > 1e-3,

@@ -63,6 +63,7 @@ fn view(decoder: &Decoder, model: &TrainModel, chat: &ChatTemplate) -> LoadedMod
         chat_template: Some(chat.clone()),
         format: WeightFormat::Safetensors,
         path: Default::default(),
+        adapter: None,
     }
 }
 
