@@ -45,6 +45,76 @@ pub struct TrainingArgs {
     pub eval_steps: Option<usize>,
 }
 
+/// Which JSFT examples a source contributes (SPEC §4: the seed trains SFT and
+/// judgments on different HH splits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// SFT examples and judgment examples (the seed's single-dataset behaviour).
+    Both,
+    /// Only the SFT examples of the chosen conversations.
+    Sft,
+    /// Only judgment examples (both orders).
+    Judgments,
+}
+
+impl Role {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "both" => Ok(Self::Both),
+            "sft" => Ok(Self::Sft),
+            "judgments" => Ok(Self::Judgments),
+            other => {
+                anyhow::bail!("`datasets[].role` must be both, sft or judgments, got {other:?}")
+            }
+        }
+    }
+
+    /// Whether SFT examples are built.
+    pub fn sft(self) -> bool {
+        self != Self::Judgments
+    }
+
+    /// Whether judgment examples are built.
+    pub fn judgments(self) -> bool {
+        self != Self::Sft
+    }
+}
+
+/// One local JSONL file of training rows and what it is used for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetSource {
+    pub path: PathBuf,
+    pub role: Role,
+}
+
+/// Reads `datasets: [{path, role}]` (role defaults to `both`).
+fn dataset_sources(v: &Value) -> anyhow::Result<Vec<DatasetSource>> {
+    let items = v
+        .as_sequence()
+        .ok_or_else(|| anyhow::anyhow!("`datasets` must be a list of {{path, role}}"))?;
+    anyhow::ensure!(!items.is_empty(), "`datasets` is empty");
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let sec = format!("datasets[{i}]");
+            let m = item
+                .as_mapping()
+                .ok_or_else(|| anyhow::anyhow!("`{sec}` must be a mapping {{path, role}}"))?;
+            for k in m.keys() {
+                let k = k.as_str().unwrap_or("");
+                anyhow::ensure!(["path", "role"].contains(&k), "unknown key `{sec}.{k}`");
+            }
+            Ok(DatasetSource {
+                path: string(m, &sec, "path")?
+                    .ok_or_else(|| anyhow::anyhow!("`{sec}.path` is missing"))?
+                    .into(),
+                role: Role::parse(&string(m, &sec, "role")?.unwrap_or_else(|| "both".into()))?,
+            })
+        })
+        .collect()
+}
+
 /// The parsed config with the warnings it produced.
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
@@ -53,9 +123,13 @@ pub struct TrainConfig {
     pub max_length: usize,
     /// `model.pretrained_model_name_or_path`.
     pub model_path: PathBuf,
-    /// `dataset` (format name) and `dataset_path` (local JSONL).
+    /// `dataset` (format name) and `dataset_path` (local JSONL): the first of
+    /// `datasets` (self-judge reads exactly one source).
     pub dataset: String,
     pub dataset_path: PathBuf,
+    /// Every source of training rows with its role: `datasets: [{path, role}]`, or
+    /// `dataset_path` alone as one source of role `both`.
+    pub datasets: Vec<DatasetSource>,
     /// The raw `templates` section (the judge module parses it).
     pub yaml: String,
     pub skip_first_token: bool,
@@ -207,6 +281,7 @@ impl TrainConfig {
                 "templates",
                 "dataset",
                 "dataset_path",
+                "datasets",
                 "eval_dataset_path",
             ]
             .contains(&k)
@@ -332,16 +407,25 @@ impl TrainConfig {
             ["Anthropic/hh-rlhf", "openbmb/UltraFeedback", "self-judge"].contains(&dataset.as_str()),
             "dataset `{dataset}` is not supported (supported: Anthropic/hh-rlhf, openbmb/UltraFeedback, self-judge)"
         );
-        let dataset_path = match root.get("dataset_path") {
-            Some(Value::String(s)) => PathBuf::from(s),
-            _ => anyhow::bail!("`dataset_path` (a local JSONL file) is missing"),
+        let datasets = match (root.get("dataset_path"), root.get("datasets")) {
+            (Some(_), Some(_)) => anyhow::bail!("set `dataset_path` or `datasets`, not both"),
+            (Some(Value::String(s)), None) => vec![DatasetSource {
+                path: s.into(),
+                role: Role::Both,
+            }],
+            (None, Some(v)) => dataset_sources(v)?,
+            _ => anyhow::bail!(
+                "`dataset_path` (a local JSONL file) or `datasets: [{{path, role}}]` is missing"
+            ),
         };
+        let dataset_path = datasets[0].path.clone();
         Ok(Self {
             training,
             max_length,
             model_path: model_path.into(),
             dataset,
             dataset_path,
+            datasets,
             yaml: text.to_string(),
             skip_first_token: boolean(templates, t, "skip_first_token")?.unwrap_or(false),
             user_marker: string(templates, t, "user")?
@@ -373,6 +457,50 @@ mod tests {
         assert_eq!(c.training.learning_rate, 2e-5);
         assert_eq!(c.warnings.len(), 2);
         assert!(c.warnings[0].contains("training_args.report_to"));
+    }
+
+    #[test]
+    fn datasets_with_roles() {
+        let two = BASE.replace(
+            "dataset_path: d.jsonl\n",
+            "datasets: [{path: a.jsonl, role: judgments}, {path: b.jsonl}]\n",
+        );
+        let c = TrainConfig::from_yaml(&two).unwrap();
+        assert_eq!(
+            c.datasets,
+            vec![
+                DatasetSource {
+                    path: "a.jsonl".into(),
+                    role: Role::Judgments
+                },
+                DatasetSource {
+                    path: "b.jsonl".into(),
+                    role: Role::Both
+                }
+            ]
+        );
+        let one = TrainConfig::from_yaml(BASE).unwrap();
+        assert_eq!(one.datasets[0].role, Role::Both);
+        for (bad, want) in [
+            (
+                "datasets: [{path: a.jsonl, role: sometimes}]",
+                "role` must be both",
+            ),
+            (
+                "datasets: [{path: a.jsonl, weight: 2}]",
+                "unknown key `datasets[0].weight`",
+            ),
+            ("datasets: []", "`datasets` is empty"),
+            ("datasets: [{role: sft}]", "`datasets[0].path` is missing"),
+        ] {
+            let e = TrainConfig::from_yaml(&BASE.replace("dataset_path: d.jsonl", bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        let both = format!("{BASE}datasets: [{{path: a.jsonl}}]\n");
+        let e = TrainConfig::from_yaml(&both).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
     }
 
     #[test]

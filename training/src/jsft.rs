@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use anyhow::Context;
+use candle_core::backprop::GradStore;
+use candle_core::Var;
 use self_judge::judge::JudgeConfig;
 use self_judge::tokenizer::ChatTemplate;
 
@@ -100,16 +102,22 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
         &cfg.assistant_marker,
         cfg.skip_first_token,
     )?;
-    let rows = read_jsonl(&cfg.dataset_path)?;
     let system = judge_cfg.template.principles[0].principle.system.clone();
     let mut stats = BuildStats::default();
-    let examples = match cfg.dataset.as_str() {
-        "Anthropic/hh-rlhf" => builder.hh(&rows, &system, &mut stats)?,
-        "openbmb/UltraFeedback" => builder
-            .with_rationale(crate::data::uf::rationale_template(&cfg.yaml)?)
-            .uf(&rows, cfg.training.seed, &mut stats)?,
-        other => anyhow::bail!("`dataset: {other}` is for self-judge training, not JSFT"),
-    };
+    let mut builder = builder.with_rationale(match cfg.dataset.as_str() {
+        "openbmb/UltraFeedback" => crate::data::uf::rationale_template(&cfg.yaml)?,
+        _ => None,
+    });
+    let mut examples = Vec::new();
+    for source in &cfg.datasets {
+        let rows = read_jsonl(&source.path)?;
+        builder = builder.with_role(source.role);
+        examples.extend(match cfg.dataset.as_str() {
+            "Anthropic/hh-rlhf" => builder.hh(&rows, &system, &mut stats)?,
+            "openbmb/UltraFeedback" => builder.uf(&rows, cfg.training.seed, &mut stats)?,
+            other => anyhow::bail!("`dataset: {other}` is for self-judge training, not JSFT"),
+        });
+    }
     eprintln!(
         "{} rows -> {} SFT + {} judgment examples; skipped {} unmaskable examples, {} bad rows, {} rows without completions, {} without a strict comparison{}",
         stats.rows,
@@ -162,18 +170,23 @@ pub fn train(
         }
         let batch: Vec<&Example> = run.next_batch().into_iter().map(|i| &examples[i]).collect();
         let targets: usize = batch.iter().map(|e| e.num_targets()).sum();
-        let mut loss = None;
+        // One backward per micro-batch, gradients summed: only one micro-batch's graph
+        // is alive at a time, so accumulation bounds memory as it does in HF. Each
+        // micro-loss is already divided by the whole batch's targets, so the sums are
+        // the batch's loss and gradient.
+        let mut value = 0.0;
+        let mut grads: Option<GradStore> = None;
         for micro in batch.chunks(micro_size) {
             let l = lm_loss(&model.decoder, micro, targets)?;
-            loss = Some(match loss {
-                None => l,
-                Some(acc) => (acc + l)?,
+            value += l.to_scalar::<f32>()? as f64;
+            let g = l.backward()?;
+            grads = Some(match grads {
+                None => g,
+                Some(acc) => add_grads(acc, g, &model.vars)?,
             });
             run.progress.tokens += micro.iter().map(|e| e.input_ids.len()).sum::<usize>();
         }
-        let loss = loss.expect("at least one micro-batch");
-        let value = loss.to_scalar::<f32>()? as f64;
-        let mut grads = loss.backward()?;
+        let mut grads = grads.expect("at least one micro-batch");
         run.update(step, &mut grads, &[("loss", value)])?;
         run.maybe_save()?;
     }
@@ -181,4 +194,23 @@ pub fn train(
         l.set_training(false);
     }
     run.finish()
+}
+
+/// `acc + g` for the gradient of every trainable variable (a variable one micro-batch
+/// does not reach has no entry there).
+pub fn add_grads(
+    mut acc: GradStore,
+    mut g: GradStore,
+    vars: &[(String, Var)],
+) -> anyhow::Result<GradStore> {
+    for (_, v) in vars {
+        if let Some(x) = g.remove(v.as_tensor()) {
+            let sum = match acc.remove(v.as_tensor()) {
+                Some(a) => (a + x)?,
+                None => x,
+            };
+            acc.insert(v.as_tensor(), sum);
+        }
+    }
+    Ok(acc)
 }

@@ -8,6 +8,7 @@ use self_judge::tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
 
 use super::hh::HhPair;
 use super::mask::{marker, mask_labels, truncate_left};
+use crate::config::Role;
 use crate::loss::Example;
 
 /// Everything needed to turn rows into examples.
@@ -23,6 +24,8 @@ pub struct JsftBuilder<'a> {
     /// `templates.decision_rationale.rationale` (with `{position}`), set by
     /// [`JsftBuilder::with_rationale`]; needed for UltraFeedback rationale rows.
     pub(super) rationale: Option<String>,
+    /// Which examples rows contribute ([`JsftBuilder::with_role`]).
+    pub(super) role: Role,
 }
 
 /// Counts of what was built and skipped.
@@ -88,6 +91,7 @@ impl<'a> JsftBuilder<'a> {
             max_length,
             skip_first_token,
             rationale: None,
+            role: Role::Both,
         })
     }
 
@@ -96,6 +100,12 @@ impl<'a> JsftBuilder<'a> {
     /// template has a decision text.
     pub fn with_rationale(mut self, template: Option<String>) -> Self {
         self.rationale = template;
+        self
+    }
+
+    /// Sets which examples the following rows contribute (SFT, judgments or both).
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
         self
     }
 
@@ -185,15 +195,22 @@ impl<'a> JsftBuilder<'a> {
                     continue;
                 }
             };
-            match self.sft(&pair.chosen)? {
-                Some(e) => {
-                    stats.sft += 1;
-                    out.push(e);
+            if self.role.sft() {
+                match self.sft(&pair.chosen)? {
+                    Some(e) => {
+                        stats.sft += 1;
+                        out.push(e);
+                    }
+                    None => stats.unmaskable += 1,
                 }
-                None => stats.unmaskable += 1,
             }
             let (better, worse) = pair.answers();
-            for p in 0..self.judge.principles.len() {
+            let principles = if self.role.judgments() {
+                self.judge.principles.len()
+            } else {
+                0
+            };
+            for p in 0..principles {
                 for e in self.judgments(p, &pair.context, better, worse)? {
                     match e {
                         Some(e) => {

@@ -435,7 +435,14 @@ impl JsftBuilder<'_> {
                 ChatMessage::new("user", uf.instruction.clone()),
                 ChatMessage::new("assistant", best.response.clone()),
             ];
-            push(self.sft(&sft)?, stats, true);
+            if self.role.sft() {
+                push(self.sft(&sft)?, stats, true);
+            }
+            let pairs = if self.role.judgments() {
+                pairs
+            } else {
+                Vec::new()
+            };
             for (p, (ch, rj)) in pairs {
                 let (c, r) = (&uf.completions[ch].response, &uf.completions[rj].response);
                 let examples = if with_rationale {

@@ -87,6 +87,10 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
         &judge_cfg,
         &args,
     )?;
+    anyhow::ensure!(
+        cfg.datasets.len() == 1,
+        "self-judge reads its prompts from one source: set `dataset_path` (or one entry of `datasets`)"
+    );
     let rows = rows_of(&cfg, &cfg.dataset_path, &judge_cfg, &chat, &model)?;
     let eval_rows = match &cfg.eval_dataset_path {
         Some(p) => rows_of(&cfg, p, &judge_cfg, &chat, &model)?,
