@@ -188,6 +188,11 @@ impl<'a> Loop<'a> {
             for (k, v) in self.progress.take_window() {
                 entry[k] = v.into();
             }
+            if self.pb.is_hidden() {
+                // No terminal (a log file, CI): the bar draws nothing, so each logging
+                // step becomes one line, as HF's Trainer prints it.
+                eprintln!("{}", self.log_line(&entry, done));
+            }
             self.progress.log_history.push(entry);
         }
         Ok(())
@@ -205,6 +210,25 @@ impl<'a> Loop<'a> {
                 .save_checkpoint(out, &self.opt, &self.progress, tps)?;
         }
         Ok(())
+    }
+
+    /// One logging step as a line: step, metrics, learning rate, grad norm, tokens/s,
+    /// elapsed and remaining time.
+    fn log_line(&self, entry: &Value, done: usize) -> String {
+        let mut parts = vec![format!("step {done}/{}", self.info.total_steps)];
+        if let Some(m) = entry.as_object() {
+            for (k, v) in m {
+                if let (false, Some(x)) = (["epoch", "step"].contains(&k.as_str()), v.as_f64()) {
+                    parts.push(format!("{k} {x:.4e}"));
+                }
+            }
+        }
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let run = (done - self.first).max(1) as f64;
+        let left = elapsed / run * (self.info.total_steps - done) as f64;
+        parts.push(format!("{:.1} tok/s", self.tokens_per_second()));
+        parts.push(format!("elapsed {} left {}", clock(elapsed), clock(left)));
+        parts.join(" | ")
     }
 
     /// A log entry stamped with the current epoch and step.
@@ -225,4 +249,10 @@ impl<'a> Loop<'a> {
             .save_final(&self.cfg.training.output_dir, &self.progress, tps)?;
         Ok(Finish::Done(self.progress))
     }
+}
+
+/// Seconds as `h:mm:ss`.
+fn clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }

@@ -10,7 +10,7 @@ use self_judge::judge::JudgeConfig;
 use self_judge::model::{LoadOptions, LoadedModel, OpsMode};
 use self_judge::tokenizer::ChatTemplate;
 use training::checkpoint::Checkpoint;
-use training::config::TrainConfig;
+use training::config::{Role, TrainConfig};
 use training::data::jsft::{BuildStats, JsftBuilder};
 use training::jsft::{read_jsonl, train};
 use training::model::TrainModel;
@@ -52,6 +52,21 @@ fn jsft_binary_trains_and_writes_a_servable_checkpoint() {
         for k in ["loss", "grad_norm", "learning_rate", "epoch"] {
             assert!(l[k].as_f64().is_some_and(f64::is_finite), "{k} in {l}");
         }
+    }
+    // Without a terminal each logging step is one line on stderr, with the logged loss.
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("step ")).collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    for (line, l) in lines.iter().zip(logs) {
+        assert!(
+            line.starts_with(&format!("step {}/40 | ", l["step"])),
+            "{line}"
+        );
+        let loss = format!("loss {:.4e}", l["loss"].as_f64().unwrap());
+        assert!(line.contains(&loss) && line.contains("tok/s"), "{line}");
+        assert!(
+            line.contains("learning_rate ") && line.contains(" left "),
+            "{line}"
+        );
     }
     // The loss falls at every logging step.
     let losses: Vec<f64> = logs.iter().map(|l| l["loss"].as_f64().unwrap()).collect();
@@ -205,4 +220,44 @@ fn jsft_trains_on_ultrafeedback_with_principles_and_rationales() {
         "{err}"
     );
     assert!(dir.path().join("out/model.safetensors").exists());
+}
+
+#[test]
+fn dataset_roles_choose_the_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    init(&dir.path().join("init"));
+    let cfg = TrainConfig::from_file(&config(dir.path(), 5)).unwrap();
+    let judge = JudgeConfig::from_yaml(&cfg.yaml).unwrap();
+    let model = TrainModel::load(&cfg.model_path, None).unwrap();
+    let chat = ChatTemplate::new(judge.chat_template.as_deref().unwrap()).unwrap();
+    let rows = read_jsonl(&cfg.dataset_path).unwrap();
+    let build = |role| {
+        let b = JsftBuilder::new(
+            &model.tokenizer,
+            &chat,
+            &judge.template,
+            cfg.max_length,
+            &cfg.user_marker,
+            &cfg.assistant_marker,
+            false,
+        )
+        .unwrap()
+        .with_role(role);
+        let mut stats = BuildStats::default();
+        let examples = b.hh(&rows[..10], "Judge.", &mut stats).unwrap();
+        (examples, stats)
+    };
+    let (both, s) = build(Role::Both);
+    assert_eq!((s.sft, s.judgments), (10, 20));
+    let (sft, s) = build(Role::Sft);
+    assert_eq!((s.sft, s.judgments), (10, 0));
+    let (judgments, s) = build(Role::Judgments);
+    assert_eq!((s.sft, s.judgments), (0, 20));
+    // The same examples as with both roles, split by kind (each row: SFT, then A, B).
+    let mut split = Vec::new();
+    for (i, s) in sft.iter().enumerate() {
+        split.push(s.clone());
+        split.extend(judgments[2 * i..2 * i + 2].iter().cloned());
+    }
+    assert_eq!(both, split);
 }
