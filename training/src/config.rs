@@ -121,6 +121,9 @@ pub struct TrainConfig {
     pub training: TrainingArgs,
     /// `jsft_args.max_length` or `self_judge_args.max_length`.
     pub max_length: usize,
+    /// `jsft_args.pair_orders`: both orders of a judgment in the same micro-batch, so
+    /// each step's gradient compares the two rather than learning the position prior.
+    pub pair_orders: bool,
     /// `model.pretrained_model_name_or_path`.
     pub model_path: PathBuf,
     /// `dataset` (format name) and `dataset_path` (local JSONL): the first of
@@ -348,7 +351,11 @@ impl TrainConfig {
             ["epoch", "steps", "no"].contains(&training.save_strategy.as_str()),
             "`training_args.save_strategy` must be epoch, steps or no"
         );
-        let ja = r.section(root, "jsft_args", &["max_length"])?;
+        let ja = r.section(root, "jsft_args", &["max_length", "pair_orders"])?;
+        let pair_orders = match ja {
+            Some(m) => boolean(m, "jsft_args", "pair_orders")?.unwrap_or(false),
+            None => false,
+        };
         let sj = r.section(root, "self_judge_args", SelfJudgeArgs::KEYS)?;
         let self_judge = sj.map(SelfJudgeArgs::parse).transpose()?;
         let max_length = match (ja, &self_judge) {
@@ -422,6 +429,7 @@ impl TrainConfig {
         Ok(Self {
             training,
             max_length,
+            pair_orders,
             model_path: model_path.into(),
             dataset,
             dataset_path,

@@ -10,7 +10,7 @@ use candle_core::Var;
 use self_judge::judge::JudgeConfig;
 use self_judge::tokenizer::ChatTemplate;
 
-use crate::config::TrainConfig;
+use crate::config::{Role, TrainConfig};
 use crate::data::jsft::{BuildStats, JsftBuilder};
 use crate::loss::{lm_loss, Example};
 use crate::model::TrainModel;
@@ -130,6 +130,12 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
         stats.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
     anyhow::ensure!(!examples.is_empty(), "no training examples");
+    if cfg.pair_orders {
+        anyhow::ensure!(
+            cfg.datasets.iter().all(|d| d.role == Role::Judgments) && stats.unmaskable == 0,
+            "`jsft_args.pair_orders` needs judgment-only sources (`role: judgments`) whose every example was built"
+        );
+    }
     if let Some(l) = &cfg.lora {
         eprintln!(
             "LoRA r={} alpha={} dropout={} on {}: {} trainable parameters",
@@ -160,6 +166,10 @@ pub fn train(
     opts: &RunOptions,
 ) -> anyhow::Result<Finish> {
     let mut run = Loop::new(model, examples.len(), cfg, chat_template, opts, &["loss"])?;
+    if cfg.pair_orders {
+        // The builder emits each judgment's two orders one after the other.
+        run.group_examples(2)?;
+    }
     let micro_size = cfg.training.per_device_train_batch_size;
     if let Some(l) = &model.lora {
         l.set_training(true);

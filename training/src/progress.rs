@@ -51,10 +51,12 @@ impl Progress {
     }
 }
 
-/// Draws example indices pass after pass, each pass a fresh shuffle of `0..n`.
+/// Draws example indices pass after pass, each pass a fresh shuffle of `0..n` (of
+/// groups of `group` consecutive indices, which stay together and in order).
 pub struct Sampler {
     n: usize,
     seed: u64,
+    group: usize,
     order: Option<Vec<usize>>,
 }
 
@@ -64,16 +66,34 @@ impl Sampler {
         Self {
             n,
             seed,
+            group: 1,
             order: None,
         }
     }
 
+    /// A sampler that shuffles groups of `group` consecutive examples (`n` must be a
+    /// multiple of it): both orders of one judgment land in the same micro-batch.
+    pub fn grouped(n: usize, seed: u64, group: usize) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            group > 0 && n.is_multiple_of(group),
+            "{n} examples do not split into groups of {group}"
+        );
+        Ok(Self {
+            group,
+            ..Self::new(n, seed)
+        })
+    }
+
     /// The shuffled order of pass `pass`.
     pub fn pass_order(&self, pass: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.n).collect();
+        let mut groups: Vec<usize> = (0..self.n / self.group).collect();
         let mix = (pass as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        order.shuffle(&mut StdRng::seed_from_u64(self.seed ^ mix));
-        order
+        groups.shuffle(&mut StdRng::seed_from_u64(self.seed ^ mix));
+        let g = self.group;
+        groups
+            .into_iter()
+            .flat_map(|k| k * g..(k + 1) * g)
+            .collect()
     }
 
     /// The next index, advancing `progress.pass`/`progress.cursor`.
@@ -114,5 +134,21 @@ mod tests {
         pass0.sort();
         assert_eq!(pass0, (0..7).collect::<Vec<_>>());
         assert_ne!(all[..7], all[7..14]);
+    }
+
+    #[test]
+    fn grouped_sampling_keeps_pairs_together_in_order() {
+        let mut s = Sampler::grouped(10, 5, 2).unwrap();
+        let mut p = Progress::default();
+        let all: Vec<usize> = (0..20).map(|_| s.next(&mut p)).collect();
+        for pair in all.chunks(2) {
+            assert!(pair[0] % 2 == 0 && pair[1] == pair[0] + 1, "{all:?}");
+        }
+        let mut pass0 = all[..10].to_vec();
+        pass0.sort();
+        assert_eq!(pass0, (0..10).collect::<Vec<_>>());
+        assert_ne!(all[..10], all[10..]);
+        assert_ne!(all[..10], (0..10).collect::<Vec<_>>(), "shuffled");
+        assert!(Sampler::grouped(9, 5, 2).is_err());
     }
 }

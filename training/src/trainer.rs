@@ -26,6 +26,7 @@ pub struct Loop<'a> {
     vars: Vec<Var>,
     opt: AdamW,
     sampler: Sampler,
+    sampler_len: usize,
     /// Items per optimizer step (batch size x accumulation steps).
     pub per_step: usize,
     first: usize,
@@ -109,10 +110,27 @@ impl<'a> Loop<'a> {
             vars,
             opt,
             sampler: Sampler::new(n_items, a.seed),
+            sampler_len: n_items,
             per_step,
             pb,
             start: Instant::now(),
         })
+    }
+
+    /// Draws examples in groups of `group` consecutive indices (see
+    /// [`Sampler::grouped`]); call before the first step.
+    pub fn group_examples(&mut self, group: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.per_step.is_multiple_of(group)
+                && self
+                    .cfg
+                    .training
+                    .per_device_train_batch_size
+                    .is_multiple_of(group),
+            "per_device_train_batch_size must be a multiple of {group} to keep groups together"
+        );
+        self.sampler = Sampler::grouped(self.sampler_len, self.cfg.training.seed, group)?;
+        Ok(())
     }
 
     /// The optimizer steps still to run.

@@ -155,6 +155,10 @@ fn bad_configs_fail_naming_the_cause() {
             base.replace("jsft_args:", "peft_config: {r: 8, bias: all}\njsft_args:"),
             "`peft_config.bias` must be \"none\"",
         ),
+        (
+            base.replace("jsft_args:", "jsft_args:\n  pair_orders: true"),
+            "`jsft_args.pair_orders` needs judgment-only sources",
+        ),
     ] {
         let p = dir.path().join("bad.yaml");
         std::fs::write(&p, edit).unwrap();
@@ -260,4 +264,33 @@ fn dataset_roles_choose_the_examples() {
         split.extend(judgments[2 * i..2 * i + 2].iter().cloned());
     }
     assert_eq!(both, split);
+}
+
+#[test]
+fn judgment_only_training_with_paired_orders_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    init(&dir.path().join("init"));
+    let base = std::fs::read_to_string(config(dir.path(), 6)).unwrap();
+    let line = base
+        .lines()
+        .find(|l| l.starts_with("dataset_path:"))
+        .unwrap()
+        .to_string();
+    let path = line.trim_start_matches("dataset_path:").trim();
+    let edited = base
+        .replace(
+            &line,
+            &format!("datasets:\n  - {{path: {path}, role: judgments}}"),
+        )
+        .replace("jsft_args:", "jsft_args:\n  pair_orders: true");
+    let p = dir.path().join("paired.yaml");
+    std::fs::write(&p, edited).unwrap();
+    let out = common::run_training("jsft", &p, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("175 rows -> 0 SFT + 350 judgment examples"),
+        "{err}"
+    );
+    assert!(dir.path().join("out/model.safetensors").exists());
 }
