@@ -1,0 +1,148 @@
+//! The shipped judge (`adapters/smollm2-judge` on SmolLM2-135M-Instruct): the adapter
+//! merges at load, judges the hand-written obvious pairs better than the zero-shot
+//! model, and the README's tournament example picks a fruit through the CLI.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{smollm2, smollm2_path};
+use self_judge::engine::DirectScorer;
+use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
+use self_judge::model::{LoadOptions, LoadedModel};
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn adapter() -> PathBuf {
+    root().join("adapters/smollm2-judge")
+}
+
+fn config() -> JudgeConfig {
+    JudgeConfig::from_file(&root().join("configs/smollm2_judge.yaml")).unwrap()
+}
+
+/// The obvious pairs with the side of the better response.
+fn obvious() -> Vec<(Pair, Side)> {
+    std::fs::read_to_string(root().join("scripts/data/obvious_pairs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            let better = if s("better") == "a" { Side::A } else { Side::B };
+            (
+                Pair {
+                    context: s("context"),
+                    response_a: s("response_a"),
+                    response_b: s("response_b"),
+                },
+                better,
+            )
+        })
+        .collect()
+}
+
+/// (correct verdicts, order-consistent verdicts) of `model` on `pairs`.
+fn score(model: &LoadedModel, pairs: &[(Pair, Side)]) -> (usize, usize) {
+    let judge = Judge::new(model, &config(), &JudgeOptions::default()).unwrap();
+    let scorer = DirectScorer {
+        decoder: &model.decoder,
+        token_ids: judge.token_ids,
+        max_batch_tokens: 4096,
+    };
+    let input: Vec<Pair> = pairs.iter().map(|(p, _)| p.clone()).collect();
+    let verdicts = judge.judge(&input, &scorer).unwrap();
+    assert_eq!(verdicts.len(), pairs.len());
+    let right = verdicts
+        .iter()
+        .zip(pairs)
+        .filter(|(v, (_, better))| v.winner == *better)
+        .count();
+    (right, verdicts.iter().filter(|v| v.consistent).count())
+}
+
+#[test]
+fn the_shipped_adapter_judges_obvious_pairs() {
+    let pairs = obvious();
+    assert_eq!(pairs.len(), 30);
+    let jsft =
+        LoadedModel::load_adapted(&smollm2_path(), &LoadOptions::default(), Some(&adapter()))
+            .unwrap();
+    assert_eq!(jsft.adapter.as_deref(), Some(adapter().as_path()));
+    let (right, consistent) = score(&jsft, &pairs);
+    let (base_right, base_consistent) = score(smollm2(), &pairs);
+    eprintln!(
+        "obvious pairs: jsft {right}/30 right, {consistent} consistent; zero-shot {base_right}/30, {base_consistent}"
+    );
+    // Measured with the committed adapter (bench/QUALITY.md): 20/30 right, 10 of them
+    // order-consistent; the zero-shot model: 12/30, none consistent. One verdict of
+    // margin for floating-point differences between machines.
+    assert!(right >= 19, "jsft judged {right}/30 obvious pairs right");
+    assert!(consistent >= 8, "jsft consistent on {consistent}/30");
+    assert!(
+        base_consistent <= 2,
+        "zero-shot consistent on {base_consistent}/30"
+    );
+    assert!(
+        right > base_right + 5,
+        "jsft {right} vs zero-shot {base_right}"
+    );
+}
+
+#[test]
+fn the_readme_tournament_picks_a_fruit() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cands.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"context": "User: Name a fruit.", "responses": ["Apple.", "A car.", "Mango."]}"#,
+    )
+    .unwrap();
+    for seed in ["1", "2", "3"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_self-judge"))
+            .arg("tournament")
+            .arg("--model")
+            .arg(smollm2_path())
+            .arg("--adapter")
+            .arg(adapter())
+            .arg("--config")
+            .arg(root().join("configs/smollm2_judge.yaml"))
+            .arg("--input")
+            .arg(&input)
+            .args(["--seed", seed])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let winner = line["winner"].as_str().unwrap();
+        assert!(
+            winner == "Apple." || winner == "Mango.",
+            "seed {seed}: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_adapter_folder_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = LoadedModel::load_adapted(&smollm2_path(), &LoadOptions::default(), Some(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("adapter_config.json"), "{e}");
+    let quantized = LoadOptions {
+        quantized: true,
+        ..LoadOptions::default()
+    };
+    let e = LoadedModel::load_adapted(&smollm2_path(), &quantized, Some(&adapter()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("drop --quantized"), "{e}");
+}
