@@ -213,17 +213,25 @@ fn jsft_trains_on_ultrafeedback_with_principles_and_rationales() {
             "per_device_train_batch_size: 16",
             "per_device_train_batch_size: 4",
         );
-    let p = dir.path().join("uf.yaml");
-    std::fs::write(&p, cfg).unwrap();
+    // Per row: 1 SFT example and 4 principles x 2 orders of rationale judgments.
+    train_with(
+        dir.path(),
+        "uf.yaml",
+        cfg,
+        "6 rows -> 6 SFT + 48 judgment examples; skipped 0 unmaskable",
+    );
+}
+
+/// Writes `yaml` to `dir/name`, runs `training jsft` on it and checks that it succeeds,
+/// reports `stats` and writes a model.
+fn train_with(dir: &Path, name: &str, yaml: String, stats: &str) {
+    let p = dir.join(name);
+    std::fs::write(&p, yaml).unwrap();
     let out = common::run_training("jsft", &p, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    // Per row: 1 SFT example and 4 principles x 2 orders of rationale judgments.
-    assert!(
-        err.contains("6 rows -> 6 SFT + 48 judgment examples; skipped 0 unmaskable"),
-        "{err}"
-    );
-    assert!(dir.path().join("out/model.safetensors").exists());
+    assert!(err.contains(stats), "{err}");
+    assert!(dir.join("out/model.safetensors").exists());
 }
 
 #[test]
@@ -283,14 +291,10 @@ fn judgment_only_training_with_paired_orders_runs() {
             &format!("datasets:\n  - {{path: {path}, role: judgments}}"),
         )
         .replace("jsft_args:", "jsft_args:\n  pair_orders: true");
-    let p = dir.path().join("paired.yaml");
-    std::fs::write(&p, edited).unwrap();
-    let out = common::run_training("jsft", &p, &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(
-        err.contains("175 rows -> 0 SFT + 350 judgment examples"),
-        "{err}"
+    train_with(
+        dir.path(),
+        "paired.yaml",
+        edited,
+        "175 rows -> 0 SFT + 350 judgment examples",
     );
-    assert!(dir.path().join("out/model.safetensors").exists());
 }
