@@ -4,12 +4,13 @@
 Serves a model with `self-judge serve` on a local port and asks it K held-out two-digit
 additions ("What is a + b?", none of them in the judge's training pairs) through the
 best-of-n form of /tournament: N sampled answers, and the same model picks one. An
-answer is correct when the first number in it, other than the two operands, is the sum. Prints, with the sample sizes:
+answer is correct when its last number, other than the two operands, is the sum
+(SmolLM2 tends to explain first: give it --max-new-tokens to finish). Prints, with the sample sizes:
   one-sample accuracy  mean over all K*N samples (the policy alone)
   tournament accuracy  share of the K winners that are correct (self-rejection)
   oracle best-of-N     share of questions with at least one correct sample
 
-Usage: scripts/eval_best_of_n.py [--adapter adapters/smollm2-judge] [--k 60] [--n 8]
+Usage: scripts/eval_best_of_n.py [--adapter adapters/smollm2-judge] [--k 60] [--n 8] [--max-new-tokens 96]
        [--model PATH] [--config YAML] [--port 8093] [--json OUT]
 """
 
@@ -35,7 +36,7 @@ def post(port, route, body):
 def correct(text, a, b):
     nums = [int(x) for x in re.findall(r"-?\d+", text.replace(",", ""))]
     rest = [x for x in nums if x not in (a, b)]
-    return bool(rest) and rest[0] == a + b
+    return bool(rest) and rest[-1] == a + b
 
 
 def questions(k, seed, train_file):
@@ -63,6 +64,7 @@ def main():
     ap.add_argument("--k", type=int, default=60)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--port", type=int, default=8093)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--binary", default=ROOT / "target" / "release" / "self-judge", type=Path)
@@ -89,7 +91,7 @@ def main():
             q = f"What is {a} + {b}?"
             # The server's best-of-n form: N samples, then the knockout over them.
             t = post(args.port, "/tournament", {
-                "query": q, "n": args.n, "max_new_tokens": 24,
+                "query": q, "n": args.n, "max_new_tokens": args.max_new_tokens,
                 "temperature": args.temperature, "seed": args.seed + i})
             cands = [c["text"] for c in t["candidates"]]
             oks = [correct(c, a, b) for c in cands]
