@@ -250,10 +250,3 @@ impl Adapters {
         Ok(())
     }
 }
-
-/// Reads a PEFT LoRA adapter folder and returns `scale · B A` per base weight name, to
-/// merge into the base before training (`model.peft_model_name_or_path`); the server's
-/// `--adapter` reads the same folders.
-pub fn adapter_deltas(dir: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
-    Ok(self_judge::model::LoraAdapter::read(dir)?.deltas)
-}

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
+use self_judge::model::adapter::{LoraAdapter, MergedSource};
 use self_judge::model::gguf::GgufFile;
 use self_judge::model::weights::{SafetensorsSource, WeightSource};
 use self_judge::model::{Decoder, ModelConfig, OpsMode};
@@ -21,8 +22,6 @@ struct VarSource<'a> {
     trainable: bool,
     weights: Vec<(String, Tensor)>,
     vars: Vec<(String, Var)>,
-    /// Merged-in adapter deltas by weight name (`model.peft_model_name_or_path`).
-    deltas: Option<&'a HashMap<String, Tensor>>,
 }
 
 impl WeightSource for VarSource<'_> {
@@ -31,10 +30,7 @@ impl WeightSource for VarSource<'_> {
     }
 
     fn tensor(&mut self, name: &str, shape: &[usize]) -> self_judge::model::Result<Tensor> {
-        let mut t = self.inner.tensor(name, shape)?.to_dtype(DType::F32)?;
-        if let Some(d) = self.deltas.and_then(|d| d.get(name)) {
-            t = (t + d)?;
-        }
+        let t = self.inner.tensor(name, shape)?.to_dtype(DType::F32)?;
         let out = if self.trainable {
             let v = Var::from_tensor(&t)?;
             self.vars.push((name.to_string(), v.clone()));
@@ -69,12 +65,12 @@ impl TrainModel {
         Self::load_with(path, lora, None)
     }
 
-    /// [`TrainModel::load`] with adapter deltas (see [`crate::lora::adapter_deltas`])
-    /// merged into the base weights first.
+    /// [`TrainModel::load`] with a PEFT LoRA adapter merged into the base weights first
+    /// (`model.peft_model_name_or_path`), as the server's `--adapter` merges it.
     pub fn load_with(
         path: &Path,
         lora: Option<(&LoraSpec, u64)>,
-        deltas: Option<&HashMap<String, Tensor>>,
+        adapter: Option<&LoraAdapter>,
     ) -> anyhow::Result<Self> {
         let dev = Device::Cpu;
         if path.is_dir() {
@@ -83,13 +79,13 @@ impl TrainModel {
             let cfg = ModelConfig::from_hf_json(&text)?;
             let mut st = SafetensorsSource::open(path, DType::F32, &dev)?;
             let (tokenizer, chat_template) = TextTokenizer::from_hf_dir(path, &cfg.eos_token_ids)?;
-            Self::build_with(&cfg, &mut st, tokenizer, chat_template, lora, deltas)
+            Self::build_with(&cfg, &mut st, tokenizer, chat_template, lora, adapter)
         } else {
             let file = GgufFile::open(path)?;
             let cfg = file.config()?;
             let (tokenizer, chat_template) = self_judge::tokenizer::gguf::from_gguf(&file)?;
             let mut src = file.source(&cfg, false, DType::F32, &dev);
-            Self::build_with(&cfg, &mut src, tokenizer, chat_template, lora, deltas)
+            Self::build_with(&cfg, &mut src, tokenizer, chat_template, lora, adapter)
         }
     }
 
@@ -111,18 +107,31 @@ impl TrainModel {
         tokenizer: TextTokenizer,
         chat_template: Option<String>,
         lora: Option<(&LoraSpec, u64)>,
-        deltas: Option<&HashMap<String, Tensor>>,
+        adapter: Option<&LoraAdapter>,
     ) -> anyhow::Result<Self> {
+        let mut merged;
+        let inner: &mut dyn WeightSource = match adapter {
+            Some(a) => {
+                merged = Some(MergedSource::new(src, a));
+                merged.as_mut().expect("just set")
+            }
+            None => {
+                merged = None;
+                src
+            }
+        };
         let mut vs = VarSource {
-            inner: src,
+            inner,
             trainable: lora.is_none(),
             weights: Vec::new(),
             vars: Vec::new(),
-            deltas,
         };
         let mut decoder = Decoder::load(cfg, &mut vs, DType::F32, &Device::Cpu)?;
-        decoder.set_mode(OpsMode::Differentiable);
         let (vars, base) = (vs.vars, vs.weights);
+        if let Some(m) = merged {
+            m.finish()?;
+        }
+        decoder.set_mode(OpsMode::Differentiable);
         let (vars, lora) = match lora {
             None => (vars, None),
             Some((spec, seed)) => {

@@ -49,10 +49,10 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
         .self_judge
         .clone()
         .context("`self_judge_args` is missing: not a self-judge config")?;
-    let deltas = cfg
+    let adapter = cfg
         .peft_model_path
         .as_deref()
-        .map(crate::lora::adapter_deltas)
+        .map(self_judge::model::LoraAdapter::read)
         .transpose()?;
     let mut lora = cfg.lora.clone();
     if args.disable_dropout {
@@ -61,7 +61,7 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
         }
     }
     let spec = lora.as_ref().map(|s| (s, cfg.training.seed));
-    let model = TrainModel::load_with(&cfg.model_path, spec, deltas.as_ref())
+    let model = TrainModel::load_with(&cfg.model_path, spec, adapter.as_ref())
         .with_context(|| format!("loading {}", cfg.model_path.display()))?;
     args.max_length = crate::jsft::clamp_max_length(args.max_length, &model);
     anyhow::ensure!(
@@ -76,7 +76,7 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
         None => Some(TrainModel::load_with(
             &cfg.model_path,
             None,
-            deltas.as_ref(),
+            adapter.as_ref(),
         )?),
     };
     let (chat_src, chat) = chat_template(&judge_cfg, &model)?;
