@@ -84,6 +84,16 @@ impl Sampler {
         })
     }
 
+    /// Number of examples it draws from.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when there is nothing to draw.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
     /// The shuffled order of pass `pass`.
     pub fn pass_order(&self, pass: usize) -> Vec<usize> {
         let mut groups: Vec<usize> = (0..self.n / self.group).collect();

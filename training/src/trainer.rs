@@ -26,7 +26,6 @@ pub struct Loop<'a> {
     vars: Vec<Var>,
     opt: AdamW,
     sampler: Sampler,
-    sampler_len: usize,
     /// Items per optimizer step (batch size x accumulation steps).
     pub per_step: usize,
     first: usize,
@@ -110,7 +109,6 @@ impl<'a> Loop<'a> {
             vars,
             opt,
             sampler: Sampler::new(n_items, a.seed),
-            sampler_len: n_items,
             per_step,
             pb,
             start: Instant::now(),
@@ -129,7 +127,7 @@ impl<'a> Loop<'a> {
                     .is_multiple_of(group),
             "per_device_train_batch_size must be a multiple of {group} to keep groups together"
         );
-        self.sampler = Sampler::grouped(self.sampler_len, self.cfg.training.seed, group)?;
+        self.sampler = Sampler::grouped(self.sampler.len(), self.cfg.training.seed, group)?;
         Ok(())
     }
 
