@@ -34,7 +34,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use self_judge::engine::scorer::ab_probs_rows;
+use self_judge::engine::probs::ab_probs_rows;
 use self_judge::model::weights::WeightSource;
 use self_judge::model::{device_name, AttentionPath, Decoder, LoadOptions, Output, PackedBatch};
 

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/fetch-smollm2.sh >/dev/null
+# The layering: no import cycle between our files or top-level modules.
+python3 scripts/check_cycles.py --self-test
+python3 scripts/check_cycles.py
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

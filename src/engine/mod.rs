@@ -1,10 +1,12 @@
 //! Execution on top of the decoder: sampling and batched generation (and, later, the
 //! judge queue and prefix caches).
 
+pub mod chunks;
 pub mod generate;
 pub mod judge_queue;
 pub mod metrics;
 pub mod prefix;
+pub mod probs;
 pub mod sampling;
 pub mod scorer;
 pub mod worker;

@@ -11,8 +11,9 @@
 //! 3. runs all remaining suffixes in one packed forward that attends to those caches;
 //! 4. keeps the computed prompts in an LRU cache bounded in bytes for later batches.
 
+use super::chunks::chunk_by_tokens;
 use super::metrics::EngineMetrics;
-use super::scorer::{ab_probs_rows, chunk_by_tokens};
+use super::probs::ab_probs_rows;
 use crate::judge::OrderProbs;
 use crate::model::{Decoder, KvCache, ModelError, Output, PackedBatch};
 

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use super::batch::PackedBatch;
-use super::decoder::{softmax_differentiable, OpsMode};
 use super::flash::VarlenLens;
 use super::kv::KvCache;
+use super::ops::{softmax_differentiable, OpsMode};
 use super::{ModelError, Result};
 
 /// Additive mask `[n, past + n]`: new token j (absolute position past + j) sees key

@@ -4,7 +4,7 @@
 //! only attention is split per sequence, so no padding FLOPs are spent. Each sequence
 //! may continue a [`KvCache`] (generation, or a shared judge prefix).
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 pub use super::attention::AttentionPath;
 use super::attention::{attend_layer, AttentionOps, BatchPlan, Masks};
@@ -13,17 +13,10 @@ use super::config::ModelConfig;
 use super::flash::VarlenLens;
 use super::kv::KvCache;
 use super::linear::Linear;
+use super::ops::OpsMode;
 use super::rope::Rotary;
 use super::weights::{OwnedStorage, WeightSource};
 use super::{ModelError, Result};
-
-/// Which implementation of norm, rotary and softmax to use. The fused kernels are
-/// faster but have no backward pass, so training selects the differentiable ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpsMode {
-    Fused,
-    Differentiable,
-}
 
 /// What a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,12 +358,4 @@ fn equal_length_runs(batch: &PackedBatch) -> Vec<(usize, usize)> {
         }
     }
     runs
-}
-
-/// Numerically stable softmax over the last dim built from differentiable primitives;
-/// the max is detached because softmax is shift-invariant.
-pub fn softmax_differentiable(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
 }

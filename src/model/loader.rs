@@ -154,7 +154,7 @@ impl LoadedModel {
     fn load_gguf(path: &Path, opts: &LoadOptions, adapter: Option<&LoraAdapter>) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let cfg = file.config()?;
-        let (tokenizer, template) = from_gguf(&file)?;
+        let (tokenizer, template) = from_gguf(file.metadata())?;
         let mut src = file.source(&cfg, opts.quantized, opts.dtype, &opts.device);
         let decoder = Self::decoder(&cfg, &mut src, adapter, opts)?;
         let format = if opts.quantized {

@@ -148,6 +148,12 @@ impl From<ModelError> for ApiError {
     }
 }
 
+impl From<crate::tokenizer::TokenizerError> for ApiError {
+    fn from(e: crate::tokenizer::TokenizerError) -> Self {
+        ModelError::from(e).into()
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {

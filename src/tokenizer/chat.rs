@@ -3,7 +3,7 @@
 use minijinja::{context, Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
-use crate::model::ModelError;
+use super::error::TokenizerError;
 
 /// One chat turn.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -50,14 +50,14 @@ fn raise_exception(msg: String) -> Result<String, Error> {
 impl ChatTemplate {
     /// Compiles `source` with the settings transformers uses (trim_blocks,
     /// lstrip_blocks, Python string methods, `raise_exception`).
-    pub fn new(source: &str) -> Result<Self, ModelError> {
+    pub fn new(source: &str) -> Result<Self, TokenizerError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| ModelError::Tokenizer(format!("chat template does not compile: {e}")))?;
+            .map_err(|e| TokenizerError::Build(format!("chat template does not compile: {e}")))?;
         Ok(Self {
             env,
             source: source.to_string(),
@@ -76,7 +76,7 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         bos_token: Option<&str>,
         eos_token: Option<&str>,
-    ) -> Result<String, ModelError> {
+    ) -> Result<String, TokenizerError> {
         let tmpl = self
             .env
             .get_template("chat")
@@ -87,7 +87,7 @@ impl ChatTemplate {
             bos_token => bos_token.unwrap_or(""),
             eos_token => eos_token.unwrap_or(""),
         })
-        .map_err(|e| ModelError::Input(format!("chat template failed: {e}")))
+        .map_err(|e| TokenizerError::Input(format!("chat template failed: {e}")))
     }
 
     /// Renders a conversation whose last message is a partial assistant turn and cuts
@@ -100,10 +100,10 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         bos_token: Option<&str>,
         eos_token: Option<&str>,
-    ) -> Result<String, ModelError> {
+    ) -> Result<String, TokenizerError> {
         let last = messages
             .last()
-            .ok_or_else(|| ModelError::Input("no messages to render".into()))?;
+            .ok_or_else(|| TokenizerError::Input("no messages to render".into()))?;
         let rendered = self.render(messages, false, bos_token, eos_token)?;
         // Prefer the content exactly as given (keeps trailing whitespace the seed
         // keeps); fall back to the trimmed content for templates that trim it.
@@ -118,7 +118,7 @@ impl ChatTemplate {
         };
         match end {
             Some(e) => Ok(rendered[..e].to_string()),
-            None => Err(ModelError::Input(
+            None => Err(TokenizerError::Input(
                 "the chat template dropped the final assistant message".into(),
             )),
         }

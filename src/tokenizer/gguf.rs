@@ -1,13 +1,17 @@
 //! Rebuilds a byte-level BPE tokenizer from GGUF metadata (`tokenizer.ggml.*`) by
 //! writing the equivalent `tokenizer.json` document and letting `tokenizers` parse it.
 
+use std::collections::HashMap;
+
 use candle_core::quantized::gguf_file::Value;
 use serde_json::json;
 use tokenizers::Tokenizer;
 
+use super::error::TokenizerError;
 use super::TextTokenizer;
-use crate::model::gguf::GgufFile;
-use crate::model::ModelError;
+
+/// A GGUF file's metadata (`tokenizer.ggml.*`, `tokenizer.chat_template`).
+pub type Metadata = HashMap<String, Value>;
 
 /// GGUF token types (llama.cpp `llama_token_type`).
 const TOKEN_TYPE_CONTROL: i64 = 3;
@@ -16,25 +20,32 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-fn strings(file: &GgufFile, key: &str) -> Result<Vec<String>, ModelError> {
-    match file.metadata().get(key) {
+fn strings(meta: &Metadata, key: &str) -> Result<Vec<String>, TokenizerError> {
+    match meta.get(key) {
         Some(Value::Array(a)) => a
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
-                _ => Err(ModelError::Tokenizer(format!("`{key}` holds a non-string"))),
+                _ => Err(TokenizerError::Build(format!("`{key}` holds a non-string"))),
             })
             .collect(),
-        _ => Err(ModelError::Tokenizer(format!("GGUF lacks `{key}`"))),
+        _ => Err(TokenizerError::Build(format!("GGUF lacks `{key}`"))),
     }
 }
 
-fn id(file: &GgufFile, key: &str) -> Option<u32> {
-    file.metadata().get(key).and_then(|v| v.to_u32().ok())
+fn meta_str<'a>(meta: &'a Metadata, key: &str) -> Option<&'a str> {
+    match meta.get(key) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn id(meta: &Metadata, key: &str) -> Option<u32> {
+    meta.get(key).and_then(|v| v.to_u32().ok())
 }
 
 /// The pre-tokenizer llama.cpp names by `tokenizer.ggml.pre`.
-fn pre_tokenizer(pre: &str) -> Result<serde_json::Value, ModelError> {
+fn pre_tokenizer(pre: &str) -> Result<serde_json::Value, TokenizerError> {
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |pattern: &str| json!({"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false});
     Ok(match pre {
@@ -46,7 +57,7 @@ fn pre_tokenizer(pre: &str) -> Result<serde_json::Value, ModelError> {
         }
         "qwen2" => json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
         other => {
-            return Err(ModelError::Tokenizer(format!(
+            return Err(TokenizerError::Build(format!(
                 "GGUF pre-tokenizer `{other}` is not supported (supported: smollm, gpt2, default, llama-bpe, qwen2)"
             )))
         }
@@ -54,23 +65,23 @@ fn pre_tokenizer(pre: &str) -> Result<serde_json::Value, ModelError> {
 }
 
 /// Builds the tokenizer and returns it with the GGUF's chat template, if any.
-pub fn from_gguf(file: &GgufFile) -> Result<(TextTokenizer, Option<String>), ModelError> {
-    let model = file.meta_str("tokenizer.ggml.model").unwrap_or("<none>");
+pub fn from_gguf(meta: &Metadata) -> Result<(TextTokenizer, Option<String>), TokenizerError> {
+    let model = meta_str(meta, "tokenizer.ggml.model").unwrap_or("<none>");
     if model != "gpt2" {
-        return Err(ModelError::Tokenizer(format!(
+        return Err(TokenizerError::Build(format!(
             "GGUF tokenizer model `{model}` is not supported (supported: gpt2 byte-level BPE)"
         )));
     }
-    let tokens = strings(file, "tokenizer.ggml.tokens")?;
-    let merges = strings(file, "tokenizer.ggml.merges")?;
-    let types: Vec<i64> = match file.metadata().get("tokenizer.ggml.token_type") {
+    let tokens = strings(meta, "tokenizer.ggml.tokens")?;
+    let merges = strings(meta, "tokenizer.ggml.merges")?;
+    let types: Vec<i64> = match meta.get("tokenizer.ggml.token_type") {
         Some(Value::Array(a)) => a
             .iter()
             .map(|v| v.to_i32().map(i64::from).unwrap_or(1))
             .collect(),
         _ => vec![1; tokens.len()],
     };
-    let pre = pre_tokenizer(file.meta_str("tokenizer.ggml.pre").unwrap_or("default"))?;
+    let pre = pre_tokenizer(meta_str(meta, "tokenizer.ggml.pre").unwrap_or("default"))?;
     let vocab: serde_json::Map<String, serde_json::Value> = tokens
         .iter()
         .enumerate()
@@ -90,10 +101,10 @@ pub fn from_gguf(file: &GgufFile) -> Result<(TextTokenizer, Option<String>), Mod
                    "normalized": false, "special": types[i] == TOKEN_TYPE_CONTROL})
         })
         .collect();
-    let bos = id(file, "tokenizer.ggml.bos_token_id");
-    let eos = id(file, "tokenizer.ggml.eos_token_id");
+    let bos = id(meta, "tokenizer.ggml.bos_token_id");
+    let eos = id(meta, "tokenizer.ggml.eos_token_id");
     let add_bos = matches!(
-        file.metadata().get("tokenizer.ggml.add_bos_token"),
+        meta.get("tokenizer.ggml.add_bos_token"),
         Some(Value::Bool(true))
     );
     let name = |i: Option<u32>| i.and_then(|i| tokens.get(i as usize).cloned());
@@ -119,7 +130,7 @@ pub fn from_gguf(file: &GgufFile) -> Result<(TextTokenizer, Option<String>), Mod
     let inner: Tokenizer = doc
         .to_string()
         .parse()
-        .map_err(|e| ModelError::Tokenizer(format!("cannot build tokenizer from GGUF: {e}")))?;
+        .map_err(|e| TokenizerError::Build(format!("cannot build tokenizer from GGUF: {e}")))?;
     let tok = TextTokenizer::new(
         inner,
         name(bos),
@@ -128,6 +139,6 @@ pub fn from_gguf(file: &GgufFile) -> Result<(TextTokenizer, Option<String>), Mod
     );
     Ok((
         tok,
-        file.meta_str("tokenizer.chat_template").map(str::to_string),
+        meta_str(meta, "tokenizer.chat_template").map(str::to_string),
     ))
 }

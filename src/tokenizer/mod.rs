@@ -1,6 +1,7 @@
 //! Tokenizers (HF `tokenizer.json` or rebuilt from GGUF metadata) and chat templates.
 
 pub mod chat;
+pub mod error;
 pub mod gguf;
 
 use std::path::Path;
@@ -8,9 +9,8 @@ use std::path::Path;
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-use crate::model::ModelError;
-
 pub use chat::{ChatMessage, ChatTemplate};
+pub use error::TokenizerError;
 
 /// A tokenizer together with the special tokens the engine needs.
 #[derive(Clone)]
@@ -34,8 +34,8 @@ impl std::fmt::Debug for TextTokenizer {
     }
 }
 
-fn tok_err(e: impl std::fmt::Display) -> ModelError {
-    ModelError::Tokenizer(e.to_string())
+fn tok_err(e: impl std::fmt::Display) -> TokenizerError {
+    TokenizerError::Build(e.to_string())
 }
 
 /// Reads a special-token entry that HF writes either as a string or `{"content": ...}`.
@@ -74,20 +74,20 @@ impl TextTokenizer {
     pub fn from_hf_dir(
         dir: &Path,
         config_eos: &[u32],
-    ) -> Result<(Self, Option<String>), ModelError> {
+    ) -> Result<(Self, Option<String>), TokenizerError> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
-            return Err(ModelError::Tokenizer(format!(
+            return Err(TokenizerError::Build(format!(
                 "{} is missing",
                 path.display()
             )));
         }
         let inner = Tokenizer::from_file(&path)
-            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+            .map_err(|e| TokenizerError::Build(format!("{}: {e}", path.display())))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = match std::fs::read_to_string(&cfg_path) {
             Ok(t) => serde_json::from_str(&t).map_err(|e| {
-                ModelError::Tokenizer(format!("{} is not valid JSON: {e}", cfg_path.display()))
+                TokenizerError::Build(format!("{} is not valid JSON: {e}", cfg_path.display()))
             })?,
             Err(_) => Value::Null,
         };
@@ -135,7 +135,7 @@ impl TextTokenizer {
     }
 
     /// Token ids of `text`; `special` adds what the post-processor adds (BOS, ...).
-    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, ModelError> {
+    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>, TokenizerError> {
         Ok(self
             .inner
             .encode(text, special)
@@ -145,7 +145,7 @@ impl TextTokenizer {
     }
 
     /// Text of `ids`, optionally dropping special tokens.
-    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, ModelError> {
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
         self.inner.decode(ids, skip_special).map_err(tok_err)
     }
 

@@ -14,27 +14,7 @@ use crate::config::{Role, TrainConfig};
 use crate::data::jsft::{BuildStats, JsftBuilder};
 use crate::loss::{lm_loss, Example};
 use crate::model::TrainModel;
-use crate::progress::Progress;
-use crate::trainer::Loop;
-
-/// How one invocation runs beyond the config.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Continue from the newest `checkpoint-<step>` in `output_dir`.
-    pub resume: bool,
-    /// Stop after this many optimizer steps of this invocation, saving a checkpoint
-    /// (time-boxed runs; interruption tests).
-    pub stop_after: Option<usize>,
-}
-
-/// How a call to [`train`] ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Finish {
-    /// All steps done; the final model is in `output_dir`.
-    Done(Progress),
-    /// Stopped early by `stop_after`; resume from the checkpoint written.
-    Stopped(Progress),
-}
+use crate::trainer::{Finish, Loop, RunOptions};
 
 /// Reads a JSONL file; an invalid line is an error naming it.
 pub fn read_jsonl(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {

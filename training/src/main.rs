@@ -52,7 +52,10 @@ fn main() {
             config,
             resume,
             stop_after,
-        } => training::jsft::run(&config, &training::jsft::RunOptions { resume, stop_after }),
+        } => training::jsft::run(
+            &config,
+            &training::trainer::RunOptions { resume, stop_after },
+        ),
         Command::SelfJudge {
             config,
             resume,
@@ -60,7 +63,7 @@ fn main() {
             pairs_log,
         } => training::self_judge::run(
             &config,
-            &training::jsft::RunOptions { resume, stop_after },
+            &training::trainer::RunOptions { resume, stop_after },
             pairs_log.as_deref(),
         ),
     };

@@ -83,7 +83,8 @@ impl TrainModel {
         } else {
             let file = GgufFile::open(path)?;
             let cfg = file.config()?;
-            let (tokenizer, chat_template) = self_judge::tokenizer::gguf::from_gguf(&file)?;
+            let (tokenizer, chat_template) =
+                self_judge::tokenizer::gguf::from_gguf(file.metadata())?;
             let mut src = file.source(&cfg, false, DType::F32, &dev);
             Self::build_with(&cfg, &mut src, tokenizer, chat_template, lora, adapter)
         }

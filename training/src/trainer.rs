@@ -10,11 +10,29 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use crate::config::TrainConfig;
-use crate::jsft::{Finish, RunOptions};
 use crate::model::TrainModel;
 use crate::optim::{clip_grads, AdamW, Schedule, ScheduleKind};
 use crate::outputs::{latest_checkpoint, restore, RunInfo};
 use crate::progress::{Progress, Sampler};
+
+/// How one invocation runs beyond the config.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the newest `checkpoint-<step>` in `output_dir`.
+    pub resume: bool,
+    /// Stop after this many optimizer steps of this invocation, saving a checkpoint
+    /// (time-boxed runs; interruption tests).
+    pub stop_after: Option<usize>,
+}
+
+/// How a training run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// All steps done; the final model is in `output_dir`.
+    Done(Progress),
+    /// Stopped early by `stop_after`; resume from the checkpoint written.
+    Stopped(Progress),
+}
 
 /// One run's optimizer, schedule, position and outputs.
 pub struct Loop<'a> {

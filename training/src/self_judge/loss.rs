@@ -2,7 +2,7 @@
 
 use candle_core::Tensor;
 
-use super::args::LossType;
+use crate::config::self_judge_args::LossType;
 
 /// Per-pair losses and rewards of a batch.
 pub struct DpoTerms {

@@ -10,7 +10,7 @@ use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair};
 use self_judge::model::{Decoder, LoadedModel, OpsMode, WeightFormat};
 use self_judge::tokenizer::ChatTemplate;
 
-use super::args::SelfJudgeArgs;
+use crate::config::self_judge_args::SelfJudgeArgs;
 use crate::data::mask::{mask_labels, truncate_left};
 use crate::data::self_judge::SelfJudgeRow;
 use crate::loss::{Example, IGNORE};

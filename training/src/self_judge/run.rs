@@ -9,15 +9,15 @@ use self_judge::judge::JudgeConfig;
 use self_judge::tokenizer::ChatTemplate;
 use serde_json::json;
 
+use super::dpo::{dpo_batch, merge_stats};
 use super::onpolicy::OnPolicy;
-use super::{dpo_batch, merge_stats};
 use crate::config::TrainConfig;
 use crate::data::jsft::BuildStats;
 use crate::data::self_judge::{hh_rows, json_rows, uf_rows, SelfJudgeRow};
-use crate::jsft::{chat_template, read_configs, read_jsonl, Finish, RunOptions};
+use crate::jsft::{chat_template, read_configs, read_jsonl};
 use crate::loss::Example;
 use crate::model::TrainModel;
-use crate::trainer::Loop;
+use crate::trainer::{Finish, Loop, RunOptions};
 
 fn rows_of(
     cfg: &TrainConfig,

@@ -2,7 +2,7 @@
 
 use serde_yaml_ng::Mapping;
 
-use crate::config::{boolean, int, num, string};
+use super::yaml::{boolean, int, num, string};
 
 /// DPO loss variants the seed implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
