@@ -89,14 +89,39 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
         _ => None,
     });
     let mut examples = Vec::new();
+    // With `pair_orders` judgments come first, each one's two orders at indices (2k, 2k+1),
+    // and the SFT examples after them, so the grouped sampler never splits a judgment.
+    let mut sft_examples = Vec::new();
+    let mut unpaired = 0;
     for source in &cfg.datasets {
         let rows = read_jsonl(&source.path)?;
-        builder = builder.with_role(source.role);
-        examples.extend(match cfg.dataset.as_str() {
-            "Anthropic/hh-rlhf" => builder.hh(&rows, &system, &mut stats)?,
-            "openbmb/UltraFeedback" => builder.uf(&rows, cfg.training.seed, &mut stats)?,
-            other => anyhow::bail!("`dataset: {other}` is for self-judge training, not JSFT"),
-        });
+        let parts: &[Role] = if cfg.pair_orders && source.role == Role::Both {
+            &[Role::Judgments, Role::Sft]
+        } else {
+            std::slice::from_ref(&source.role)
+        };
+        for (k, &role) in parts.iter().enumerate() {
+            builder = builder.with_role(role);
+            let seen = (stats.rows, stats.bad_rows, stats.empty_rows);
+            let before = stats.unmaskable;
+            let built = match cfg.dataset.as_str() {
+                "Anthropic/hh-rlhf" => builder.hh(&rows, &system, &mut stats)?,
+                "openbmb/UltraFeedback" => builder.uf(&rows, cfg.training.seed, &mut stats)?,
+                other => anyhow::bail!("`dataset: {other}` is for self-judge training, not JSFT"),
+            };
+            if k > 0 {
+                // The second part reads the same rows again: count them once.
+                (stats.rows, stats.bad_rows, stats.empty_rows) = seen;
+            }
+            if cfg.pair_orders && role == Role::Sft {
+                sft_examples.extend(built);
+            } else {
+                if cfg.pair_orders {
+                    unpaired += stats.unmaskable - before;
+                }
+                examples.extend(built);
+            }
+        }
     }
     eprintln!(
         "{} rows -> {} SFT + {} judgment examples; skipped {} unmaskable examples, {} bad rows, {} rows without completions, {} without a strict comparison{}",
@@ -109,13 +134,20 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
         stats.no_pair,
         stats.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
-    anyhow::ensure!(!examples.is_empty(), "no training examples");
     if cfg.pair_orders {
         anyhow::ensure!(
-            cfg.datasets.iter().all(|d| d.role == Role::Judgments) && stats.unmaskable == 0,
-            "`jsft_args.pair_orders` needs judgment-only sources (`role: judgments`) whose every example was built"
+            unpaired == 0 && examples.len().is_multiple_of(2),
+            "`jsft_args.pair_orders`: {unpaired} judgment examples could not be built, so some judgments would lack one of their two orders"
         );
+        if !sft_examples.len().is_multiple_of(2) {
+            // Groups of two need an even count; one SFT example of many matters less than
+            // splitting every later judgment pair.
+            sft_examples.pop();
+            eprintln!("pair_orders: the last SFT example is left out to keep groups of two");
+        }
+        examples.extend(sft_examples);
     }
+    anyhow::ensure!(!examples.is_empty(), "no training examples");
     if let Some(l) = &cfg.lora {
         eprintln!(
             "LoRA r={} alpha={} dropout={} on {}: {} trainable parameters",

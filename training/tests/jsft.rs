@@ -155,10 +155,6 @@ fn bad_configs_fail_naming_the_cause() {
             base.replace("jsft_args:", "peft_config: {r: 8, bias: all}\njsft_args:"),
             "`peft_config.bias` must be \"none\"",
         ),
-        (
-            base.replace("jsft_args:", "jsft_args:\n  pair_orders: true"),
-            "`jsft_args.pair_orders` needs judgment-only sources",
-        ),
     ] {
         let p = dir.path().join("bad.yaml");
         std::fs::write(&p, edit).unwrap();
@@ -224,7 +220,7 @@ fn jsft_trains_on_ultrafeedback_with_principles_and_rationales() {
 
 /// Writes `yaml` to `dir/name`, runs `training jsft` on it and checks that it succeeds,
 /// reports `stats` and writes a model.
-fn train_with(dir: &Path, name: &str, yaml: String, stats: &str) {
+fn train_with(dir: &Path, name: &str, yaml: String, stats: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, yaml).unwrap();
     let out = common::run_training("jsft", &p, &[]);
@@ -232,6 +228,7 @@ fn train_with(dir: &Path, name: &str, yaml: String, stats: &str) {
     assert!(out.status.success(), "{err}");
     assert!(err.contains(stats), "{err}");
     assert!(dir.join("out/model.safetensors").exists());
+    err.into_owned()
 }
 
 #[test]
@@ -275,26 +272,33 @@ fn dataset_roles_choose_the_examples() {
 }
 
 #[test]
-fn judgment_only_training_with_paired_orders_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    init(&dir.path().join("init"));
-    let base = std::fs::read_to_string(config(dir.path(), 6)).unwrap();
-    let line = base
-        .lines()
-        .find(|l| l.starts_with("dataset_path:"))
-        .unwrap()
-        .to_string();
-    let path = line.trim_start_matches("dataset_path:").trim();
-    let edited = base
-        .replace(
-            &line,
-            &format!("datasets:\n  - {{path: {path}, role: judgments}}"),
-        )
-        .replace("jsft_args:", "jsft_args:\n  pair_orders: true");
-    train_with(
-        dir.path(),
-        "paired.yaml",
-        edited,
-        "175 rows -> 0 SFT + 350 judgment examples",
-    );
+fn training_with_paired_orders_runs_with_and_without_sft() {
+    // 175 rows: with SFT examples the odd one out is dropped, else the grouped sampler
+    // refuses 525 examples in groups of two.
+    for (role, want) in [
+        ("judgments", "175 rows -> 0 SFT + 350 judgment examples"),
+        ("both", "175 rows -> 175 SFT + 350 judgment examples"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        init(&dir.path().join("init"));
+        let base = std::fs::read_to_string(config(dir.path(), 6)).unwrap();
+        let line = base
+            .lines()
+            .find(|l| l.starts_with("dataset_path:"))
+            .unwrap()
+            .to_string();
+        let path = line.trim_start_matches("dataset_path:").trim();
+        let edited = base
+            .replace(
+                &line,
+                &format!("datasets:\n  - {{path: {path}, role: {role}}}"),
+            )
+            .replace("jsft_args:", "jsft_args:\n  pair_orders: true");
+        let err = train_with(dir.path(), &format!("paired_{role}.yaml"), edited, want);
+        assert_eq!(
+            err.contains("the last SFT example is left out"),
+            role == "both",
+            "{err}"
+        );
+    }
 }
