@@ -96,6 +96,23 @@ fn endpoints_answer_and_match_their_schemas() {
     assert_eq!(v["candidates"].as_array().unwrap().len(), 3);
     let idx = v["winners"][0]["index"].as_u64().unwrap() as usize;
     assert_eq!(v["winners"][0]["text"], v["candidates"][idx]["text"]);
+    // The default judge context of a query is HH-style `User: ...`, as in training: the
+    // same bracket (probabilities included) as that context given explicitly, and not
+    // the bare query's.
+    let bracket = |extra: Value| {
+        let mut body = json!({"query": "hi", "n": 3, "max_new_tokens": 4, "seed": 2,
+                              "return_bracket": true});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (st, v) = post(&s, "/tournament", &body);
+        assert_eq!(st, 200, "{v}");
+        v["winners"][0]["bracket"].clone()
+    };
+    let implicit = bracket(json!({}));
+    assert!(implicit.is_object(), "{implicit}");
+    assert_eq!(implicit, bracket(json!({"context": "User: hi"})));
+    assert_ne!(implicit, bracket(json!({"context": "hi"})));
 
     let docs = client().get(s.url("/docs")).send().unwrap().text().unwrap();
     assert!(docs.contains("POST /judge") && !docs.contains("<script"));

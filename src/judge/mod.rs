@@ -3,6 +3,7 @@
 //! how prompts are executed is behind [`Scorer`].
 
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod pair;
 pub mod pairwise;
@@ -12,6 +13,7 @@ pub mod tournament;
 pub mod verdict;
 
 pub use config::JudgeConfig;
+pub use context::hh_context;
 pub use error::JudgeError;
 pub use pair::Pair;
 pub use pairwise::{Judge, JudgeOptions, Scorer};

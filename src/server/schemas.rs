@@ -117,8 +117,8 @@ pub struct TournamentRequest {
     pub query: Option<String>,
     /// A conversation; candidates continue it.
     pub messages: Option<Vec<ChatMessage>>,
-    /// The judge's context for generated candidates (default: the query, or the
-    /// conversation as `User: ...` / `Assistant: ...` turns).
+    /// The judge's context for generated candidates (default: the query or the
+    /// conversation as `User: ...` / `Assistant: ...` turns, the HH style).
     pub context: Option<String>,
     /// Candidates to generate.
     pub n: Option<usize>,

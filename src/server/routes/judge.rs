@@ -97,27 +97,6 @@ pub async fn judge(
     }))
 }
 
-/// The judge's context for generated candidates of a conversation, in the seed's HH
-/// style (`User: ...` / `Assistant: ...` turns separated by blank lines).
-fn conversation_context(messages: &[ChatMessage]) -> String {
-    messages
-        .iter()
-        .filter(|m| m.role != "system")
-        .map(|m| {
-            format!(
-                "{}: {}",
-                if m.role == "assistant" {
-                    "Assistant"
-                } else {
-                    "User"
-                },
-                m.content
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n\n")
-}
-
 /// Knockout tournament over given candidates, or best-of-n self-rejection.
 #[utoipa::path(
     post, path = "/tournament", request_body = TournamentRequest,
@@ -151,10 +130,11 @@ pub async fn tournament(
             (None, Some(m)) => m.clone(),
             _ => return Err(ApiError::validation("give `query` or `messages`, not both")),
         };
-        let context = req.context.clone().unwrap_or_else(|| match &req.query {
-            Some(q) => q.clone(),
-            None => conversation_context(&messages),
-        });
+        // The HH style the judge is trained on, for a query as for a conversation.
+        let context = req
+            .context
+            .clone()
+            .unwrap_or_else(|| crate::judge::hh_context(&messages));
         let spec = SampleSpec::new(ready, None, Some(messages), Some(n), req.sampling())?;
         let permit = st.admit(n + n.saturating_sub(1) * ppp)?;
         let (generations, _) = sample(ready, spec).await?;

@@ -1,6 +1,7 @@
 //! Anthropic HH-RLHF rows (`chosen`, `rejected` transcripts) as conversations, judge
 //! contexts and JSFT examples (SPEC §4).
 
+use self_judge::judge::hh_context;
 use self_judge::tokenizer::ChatMessage;
 
 const HUMAN: &str = "\n\nHuman:";
@@ -39,18 +40,10 @@ pub fn parse_transcript(text: &str, system: &str) -> Option<Vec<ChatMessage>> {
     (messages.len() > 1).then_some(messages)
 }
 
-/// The judge context of a conversation: every turn before the last one as
-/// `User: ...` / `Assistant: ...`, separated by blank lines.
+/// The judge context of a conversation: every turn before the last one, in the HH
+/// style the server also uses ([`self_judge::judge::hh_context`]).
 pub fn context(messages: &[ChatMessage]) -> String {
-    let mut out = String::new();
-    for m in &messages[..messages.len().saturating_sub(1)] {
-        match m.role.as_str() {
-            "user" => out.push_str(&format!("User: {}\n\n", m.content)),
-            "assistant" => out.push_str(&format!("Assistant: {}\n\n", m.content)),
-            _ => {}
-        }
-    }
-    out.trim().to_string()
+    hh_context(&messages[..messages.len().saturating_sub(1)])
 }
 
 /// A parsed preference row.
