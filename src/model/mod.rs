@@ -15,6 +15,7 @@ pub mod kv;
 pub mod linear;
 pub mod loader;
 pub mod ops;
+pub mod random;
 pub mod rope;
 pub mod weights;
 
@@ -27,3 +28,4 @@ pub use error::{ModelError, Result};
 pub use kv::KvCache;
 pub use loader::{LoadOptions, LoadedModel, WeightFormat};
 pub use ops::OpsMode;
+pub use random::{seeded_randn, SeededNormal};

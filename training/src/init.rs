@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use self_judge::model::{ModelConfig, RopeScaling};
+use self_judge::model::{ModelConfig, RopeScaling, SeededNormal};
 use self_judge::tokenizer::{ChatTemplate, TextTokenizer};
 
 use crate::checkpoint::Checkpoint;
@@ -118,18 +118,9 @@ pub fn random_weights(
     std: f64,
     seed: u64,
 ) -> anyhow::Result<HashMap<String, Tensor>> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = SeededNormal::new(seed);
     let mut normal = |shape: &[usize]| -> anyhow::Result<Tensor> {
-        let n: usize = shape.iter().product();
-        // Box-Muller keeps us on rand's stable core API.
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
-                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
-            })
-            .collect();
-        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+        Ok(rng.tensor(0.0, std, shape, &Device::Cpu)?)
     };
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let q = cfg.num_attention_heads * cfg.head_dim;

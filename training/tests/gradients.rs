@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Var};
 use self_judge::model::weights::SafetensorsSource;
-use self_judge::model::{ModelConfig, Output, PackedBatch};
+use self_judge::model::{seeded_randn, ModelConfig, Output, PackedBatch};
 use self_judge::tokenizer::TextTokenizer;
 use training::loss::{lm_loss, Example, IGNORE};
 use training::model::TrainModel;
@@ -177,9 +177,10 @@ fn every_lora_matrix_gets_a_gradient_and_base_weights_stay_frozen() {
     let m = TrainModel::build(&cfg, &mut src, tok, None, Some((&spec, 7))).unwrap();
     assert_eq!(m.vars.len(), cfg.num_hidden_layers * 7 * 2);
     // B starts at zero (so A's gradient is zero, as in PEFT); give B values first.
-    for (n, v) in &m.vars {
+    for (i, (n, v)) in m.vars.iter().enumerate() {
         if n.ends_with("lora_B.weight") {
-            v.set(&v.randn_like(0.0, 0.1).unwrap()).unwrap();
+            let b = seeded_randn(i as u64, 0.0, 0.1, v.shape(), v.device()).unwrap();
+            v.set(&b).unwrap();
         }
     }
     let ex = examples();

@@ -10,7 +10,7 @@ use std::path::Path;
 use candle_core::Var;
 use self_judge::engine::scorer::DirectScorer;
 use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
-use self_judge::model::{LoadOptions, LoadedModel};
+use self_judge::model::{seeded_randn, LoadOptions, LoadedModel};
 use training::lora::LoraSpec;
 use training::loss::{sequence_logps, Example, IGNORE};
 use training::model::TrainModel;
@@ -129,9 +129,10 @@ fn lora_reference_log_probs_are_the_base_models() {
     .unwrap();
     let with = TrainModel::load(&fixture(), Some((&spec, 3))).unwrap();
     let base = TrainModel::load(&fixture(), None).unwrap();
-    for (_, v) in &with.vars {
+    for (i, (_, v)) in with.vars.iter().enumerate() {
         let v: &Var = v;
-        v.set(&v.randn_like(0.0, 0.2).unwrap()).unwrap();
+        let w = seeded_randn(i as u64, 0.0, 0.2, v.shape(), v.device()).unwrap();
+        v.set(&w).unwrap();
     }
     let ids = base
         .tokenizer
