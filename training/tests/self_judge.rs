@@ -192,6 +192,56 @@ fn resumed_self_judge_run_is_bit_identical() {
 type Edit = Box<dyn Fn(String) -> String>;
 
 #[test]
+fn evaluation_runs_only_when_asked() {
+    let no_eval_set = |t: String| {
+        t.lines()
+            .filter(|l| !l.starts_with("eval_dataset_path:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // (config edit, evaluation entries in the log: periodic ones, then the final one)
+    let cases: Vec<(&str, Edit, usize)> = vec![
+        ("no evaluation set", Box::new(no_eval_set), 0),
+        (
+            "an evaluation set (and the seed's ignore_index)",
+            Box::new(|t: String| t.replace("beta: 0.1", "beta: 0.1\n  ignore_index: -100")),
+            1,
+        ),
+        (
+            "eval_strategy no",
+            Box::new(|t: String| t.replace("seed: 42", "seed: 42\n  eval_strategy: \"no\"")),
+            0,
+        ),
+        (
+            "eval_steps without a set",
+            Box::new(move |t: String| {
+                no_eval_set(t).replace("seed: 42", "seed: 42\n  eval_steps: 2")
+            }),
+            2,
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), move |t| {
+            edit(t.replace("max_steps: 60", "max_steps: 4"))
+        });
+        let err = ok(self_judge(&cfg, &[]));
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("out/trainer_state.json")).unwrap(),
+        )
+        .unwrap();
+        let evals = state["log_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l.get("eval_loss").is_some())
+            .count();
+        assert_eq!(evals, want, "{name}: {err}");
+        assert_eq!(err.contains("eval: loss"), want > 0, "{name}: {err}");
+    }
+}
+
+#[test]
 fn bad_self_judge_configs_fail_naming_the_cause() {
     let dir = tempfile::tempdir().unwrap();
     let bad_rows = dir.path().join("bad.jsonl");
@@ -230,6 +280,14 @@ fn bad_self_judge_configs_fail_naming_the_cause() {
         (
             Box::new(|t: String| t.replace("beta: 0.1", "beta: 0.1\n  top_q: 1")),
             "unknown key `self_judge_args.top_q`",
+        ),
+        (
+            Box::new(|t: String| t.replace("beta: 0.1", "beta: 0.1\n  ignore_index: 3")),
+            "`self_judge_args.ignore_index` must be a negative integer",
+        ),
+        (
+            Box::new(|t: String| t.replace("seed: 42", "seed: 42\n  eval_strategy: epoch")),
+            "`training_args.eval_strategy` must be no or steps",
         ),
     ];
     for (edit, want) in cases {

@@ -45,8 +45,29 @@ pub struct TrainingArgs {
     pub seed: u64,
     pub max_grad_norm: f64,
     pub weight_decay: f64,
-    /// Evaluate every this many steps (self-judge; always once at the end).
+    /// Evaluate every this many steps (self-judge).
     pub eval_steps: Option<usize>,
+    /// `eval_strategy`: `no` turns evaluation off, `steps` evaluates every `eval_steps`
+    /// (default `logging_steps`); unset, an `eval_dataset_path` gets one final pass and
+    /// `eval_steps` periodic ones.
+    pub eval_strategy: Option<String>,
+}
+
+impl TrainingArgs {
+    /// Steps between evaluations, when evaluation runs periodically.
+    pub fn eval_every(&self) -> Option<usize> {
+        match self.eval_strategy.as_deref() {
+            Some("no") => None,
+            Some(_) => Some(self.eval_steps.unwrap_or(self.logging_steps)),
+            None => self.eval_steps,
+        }
+    }
+
+    /// Whether the run evaluates at all: only when asked, by an evaluation dataset or
+    /// periodic evaluation, and never under `eval_strategy: no`.
+    pub fn evaluates(&self, eval_dataset: bool) -> bool {
+        self.eval_strategy.as_deref() != Some("no") && (eval_dataset || self.eval_every().is_some())
+    }
 }
 
 /// Which JSFT examples a source contributes (SPEC §4: the seed trains SFT and
@@ -284,6 +305,7 @@ impl TrainConfig {
                     "max_grad_norm",
                     "weight_decay",
                     "eval_steps",
+                    "eval_strategy",
                 ],
             )?
             .ok_or_else(|| anyhow::anyhow!("`training_args` is missing"))?;
@@ -312,7 +334,15 @@ impl TrainConfig {
             max_grad_norm: num(ta, s, "max_grad_norm")?.unwrap_or(1.0),
             weight_decay: num(ta, s, "weight_decay")?.unwrap_or(0.0),
             eval_steps: int(ta, s, "eval_steps")?.filter(|&e| e > 0),
+            eval_strategy: string(ta, s, "eval_strategy")?,
         };
+        anyhow::ensure!(
+            matches!(
+                training.eval_strategy.as_deref(),
+                None | Some("no" | "steps")
+            ),
+            "`training_args.eval_strategy` must be no or steps (epoch is not supported)"
+        );
         crate::optim::ScheduleKind::parse(&training.lr_scheduler_type)?;
         anyhow::ensure!(
             ["epoch", "steps", "no"].contains(&training.save_strategy.as_str()),

@@ -63,6 +63,7 @@ impl SelfJudgeArgs {
         "loss_type",
         "beta",
         "average_log_prob",
+        "ignore_index",
     ];
 
     /// Reads the section; wrong types and values fail naming the key.
@@ -82,6 +83,14 @@ impl SelfJudgeArgs {
             beta: num(m, s, "beta")?.unwrap_or(0.1),
             average_log_prob: boolean(m, s, "average_log_prob")?.unwrap_or(false),
         };
+        // The seed's label value for positions without loss. Labels here never hold it
+        // (they are built with our own marker), so any value a token id cannot take does.
+        if let Some(x) = num(m, s, "ignore_index")? {
+            anyhow::ensure!(
+                x < 0.0 && x.fract() == 0.0,
+                "`self_judge_args.ignore_index` must be a negative integer (it must not be a token id), got {x}"
+            );
+        }
         anyhow::ensure!(a.beta > 0.0, "`self_judge_args.beta` must be > 0");
         anyhow::ensure!(
             a.top_p > 0.0 && a.top_p <= 1.0,

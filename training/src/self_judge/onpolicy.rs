@@ -118,15 +118,14 @@ impl<'a> OnPolicy<'a> {
     }
 
     /// Query token ids (with the tokenizer's special tokens, as the seed encodes), left
-    /// truncated so that the query and `max_new_tokens` fit the context.
+    /// truncated to [`query_room`].
     pub fn query_ids(&self, query: &str) -> anyhow::Result<Vec<u32>> {
         let mut ids = self.model.tokenizer.encode(query, true)?;
-        let room = self
-            .args
-            .max_length
-            .min(self.policy.decoder.max_positions())
-            .saturating_sub(self.args.max_new_tokens)
-            .max(1);
+        let room = query_room(
+            self.args.max_length,
+            self.policy.decoder.max_positions(),
+            self.args.max_new_tokens,
+        );
         if ids.len() > room {
             ids.drain(..ids.len() - room);
         }
@@ -227,5 +226,29 @@ impl<'a> OnPolicy<'a> {
             input_ids: ids,
             labels,
         })
+    }
+}
+
+/// The longest query kept: `max_length` tokens, as the seed truncates prompts, unless
+/// the query and `max_new_tokens` would then overflow the model's positions.
+pub fn query_room(max_length: usize, max_positions: usize, max_new_tokens: usize) -> usize {
+    max_length
+        .min(max_positions.saturating_sub(max_new_tokens))
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_room;
+
+    #[test]
+    fn queries_keep_max_length_tokens_as_the_seed() {
+        // The seed's HH self-judge run: max_length 2048, 768 new tokens; a 2000-token
+        // query is not cut (it used to be cut to 1280).
+        assert_eq!(query_room(2048, 8192, 768), 2048);
+        assert!(query_room(2048, 8192, 768) >= 2000);
+        // Only the model's own positions bound it further.
+        assert_eq!(query_room(2048, 2048, 768), 1280);
+        assert_eq!(query_room(16, 8, 20), 1);
     }
 }

@@ -4,6 +4,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use self_judge::judge::verdict::Side;
 use self_judge::judge::JudgeConfig;
 use self_judge::tokenizer::ChatTemplate;
@@ -18,6 +21,9 @@ use crate::jsft::{chat_template, read_configs, read_jsonl};
 use crate::loss::Example;
 use crate::model::TrainModel;
 use crate::trainer::{Finish, Loop, RunOptions};
+
+/// Prompts evaluated when periodic evaluation has no `eval_dataset_path`.
+const EVAL_SAMPLE: usize = 256;
 
 fn rows_of(
     cfg: &TrainConfig,
@@ -92,9 +98,17 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
         "self-judge reads its prompts from one source: set `dataset_path` (or one entry of `datasets`)"
     );
     let rows = rows_of(&cfg, &cfg.dataset_path, &judge_cfg, &chat, &model)?;
+    // Evaluation only when asked; without an evaluation set, a bounded seeded sample of
+    // the training prompts (the seed evaluates nothing by default).
     let eval_rows = match &cfg.eval_dataset_path {
+        _ if !cfg.training.evaluates(cfg.eval_dataset_path.is_some()) => Vec::new(),
         Some(p) => rows_of(&cfg, p, &judge_cfg, &chat, &model)?,
-        None => rows.clone(),
+        None => {
+            let mut r = rows.clone();
+            r.shuffle(&mut StdRng::seed_from_u64(cfg.training.seed));
+            r.truncate(EVAL_SAMPLE);
+            r
+        }
     };
     eprintln!(
         "{} prompts ({} for evaluation); judge token ids {:?}; loss {:?} beta {}",
@@ -241,17 +255,20 @@ pub fn train(
         let m: Vec<(&str, f64)> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         run.update(step, &mut grads, &m)?;
         let done = step + 1;
-        if a.eval_steps.is_some_and(|e| done.is_multiple_of(e)) && done < run.info.total_steps {
+        let periodic = a.eval_every().is_some_and(|e| done.is_multiple_of(e));
+        if !eval_rows.is_empty() && periodic && done < run.info.total_steps {
             let e = eval_entry(&run)?;
             run.progress.log_history.push(e);
         }
         run.maybe_save()?;
     }
-    let e = eval_entry(&run)?;
-    eprintln!(
-        "eval: loss {:.4} rewards/accuracies {:.3} rewards/margins {:.4}",
-        e["eval_loss"], e["eval_rewards/accuracies"], e["eval_rewards/margins"]
-    );
-    run.progress.log_history.push(e);
+    if !eval_rows.is_empty() {
+        let e = eval_entry(&run)?;
+        eprintln!(
+            "eval: loss {:.4} rewards/accuracies {:.3} rewards/margins {:.4}",
+            e["eval_loss"], e["eval_rewards/accuracies"], e["eval_rewards/margins"]
+        );
+        run.progress.log_history.push(e);
+    }
     run.finish()
 }
