@@ -67,7 +67,8 @@ pub fn chat_template(
 
 /// Runs JSFT as the config describes.
 pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
-    let (cfg, judge_cfg) = read_configs(config)?;
+    let (mut cfg, judge_cfg) = read_configs(config)?;
+    opts.apply_processes(&mut cfg.training);
     let lora = cfg.lora.as_ref().map(|s| (s, cfg.training.seed));
     let model = TrainModel::load(&cfg.model_path, lora)
         .with_context(|| format!("loading {}", cfg.model_path.display()))?;

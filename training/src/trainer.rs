@@ -23,6 +23,46 @@ pub struct RunOptions {
     /// Stop after this many optimizer steps of this invocation, saving a checkpoint
     /// (time-boxed runs; interruption tests).
     pub stop_after: Option<usize>,
+    /// The data-parallel processes the config was written for (`accelerate launch`'s
+    /// `num_processes`); see [`RunOptions::apply_processes`].
+    pub num_processes: Option<usize>,
+}
+
+impl RunOptions {
+    /// Gives one device the global batch of `num_processes` processes: the seed's
+    /// `accelerate` files run 8, so its step count and learning-rate schedule come from
+    /// `per_device_train_batch_size x gradient_accumulation_steps x 8` examples per step.
+    /// Here that many examples go through gradient accumulation instead.
+    pub fn apply_processes(&self, t: &mut crate::config::TrainingArgs) {
+        let n = self.num_processes.unwrap_or(1);
+        if n > 1 {
+            t.gradient_accumulation_steps *= n;
+            eprintln!(
+                "{n} processes: global batch {} = {} per device x {} accumulation steps on this one device",
+                t.per_device_train_batch_size * t.gradient_accumulation_steps,
+                t.per_device_train_batch_size,
+                t.gradient_accumulation_steps
+            );
+        }
+    }
+}
+
+/// `num_processes` of an `accelerate` config file (the seed's `configs/*_accelerate.yaml`).
+pub fn accelerate_processes(path: &std::path::Path) -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not YAML: {e}", path.display()))?;
+    match v
+        .get("num_processes")
+        .and_then(serde_yaml_ng::Value::as_u64)
+    {
+        Some(n) if n > 0 => Ok(n as usize),
+        _ => anyhow::bail!(
+            "{}: `num_processes` must be a positive integer",
+            path.display()
+        ),
+    }
 }
 
 /// How a training run ended.

@@ -302,3 +302,85 @@ fn training_with_paired_orders_runs_with_and_without_sft() {
         );
     }
 }
+
+#[test]
+fn num_processes_gives_the_seeds_global_batch_through_accumulation() {
+    let dir = tempfile::tempdir().unwrap();
+    let accelerate = dir.path().join("accelerate.yaml");
+    std::fs::write(
+        &accelerate,
+        "distributed_type: DEEPSPEED\nnum_machines: 1\nnum_processes: 4\n",
+    )
+    .unwrap();
+    // (log of (step, learning_rate, loss), planned steps, stderr) of one epoch.
+    let run = |name: &str, accum: usize, extra: &[&str]| {
+        let d = dir.path().join(name);
+        init(&d.join("init"));
+        let text = std::fs::read_to_string(common::arith_config(&d, None))
+            .unwrap()
+            .replace("max_steps: 2000", "num_train_epochs: 1")
+            .replace(
+                "per_device_train_batch_size: 16",
+                "per_device_train_batch_size: 8",
+            )
+            .replace(
+                "gradient_accumulation_steps: 1",
+                &format!("gradient_accumulation_steps: {accum}"),
+            )
+            .replace("logging_steps: 200", "logging_steps: 1");
+        let p = d.join("jsft.yaml");
+        std::fs::write(&p, text).unwrap();
+        let out = common::run_training("jsft", &p, extra);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.join("out/trainer_state.json")).unwrap(),
+        )
+        .unwrap();
+        let log: Vec<(u64, f64, f64)> = state["log_history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l.get("loss").is_some())
+            .map(|l| {
+                let f = |k: &str| l[k].as_f64().unwrap();
+                (l["step"].as_u64().unwrap(), f("learning_rate"), f("loss"))
+            })
+            .collect();
+        (log, state["max_steps"].as_u64().unwrap(), err)
+    };
+    // 175 rows -> 525 examples; 8 per device x 4 processes = 32 a step: 17 steps an epoch.
+    let (four, steps, err) = run("four", 1, &["--num-processes", "4"]);
+    assert_eq!(steps, 17);
+    assert!(err.contains("4 processes: global batch 32"), "{err}");
+    let (accumulated, steps_b, _) = run("accumulated", 4, &[]);
+    assert_eq!(steps_b, 17);
+    assert_eq!(four.len(), 17);
+    assert_eq!(four, accumulated, "the same steps, schedule and losses");
+    let (from_file, _, _) = run(
+        "file",
+        1,
+        &["--accelerate-config", accelerate.to_str().unwrap()],
+    );
+    assert_eq!(four, from_file);
+    let (one, steps_one, _) = run("one", 1, &[]);
+    assert_eq!(steps_one, 66);
+    assert!(
+        one[1].1 != four[1].1,
+        "a different schedule without processes"
+    );
+
+    std::fs::write(&accelerate, "num_machines: 1\n").unwrap();
+    let cfg = common::arith_config(&dir.path().join("four"), Some(2));
+    let out = common::run_training(
+        "jsft",
+        &cfg,
+        &["--accelerate-config", accelerate.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("`num_processes` must be a positive integer"),
+        "{err}"
+    );
+}

@@ -50,7 +50,8 @@ fn rows_of(
 /// Runs self-judge training as the config describes; `pairs_log` receives every judged
 /// pair as JSON lines.
 pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow::Result<()> {
-    let (cfg, judge_cfg) = read_configs(config)?;
+    let (mut cfg, judge_cfg) = read_configs(config)?;
+    opts.apply_processes(&mut cfg.training);
     let mut args = cfg
         .self_judge
         .clone()
