@@ -163,8 +163,8 @@ fn the_readme_tournament_picks_a_fruit() {
     )
     .unwrap();
     for seed in ["1", "2", "3"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_self-judge"))
-            .arg("tournament")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_self-judge"));
+        cmd.arg("tournament")
             .arg("--model")
             .arg(smollm2_path())
             .arg("--adapter")
@@ -173,15 +173,8 @@ fn the_readme_tournament_picks_a_fruit() {
             .arg(root().join("configs/smollm2_judge.yaml"))
             .arg("--input")
             .arg(&input)
-            .args(["--seed", seed])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+            .args(["--seed", seed]);
+        let line: Value = serde_json::from_str(&common::stdout_of(&mut cmd)).unwrap();
         let winner = line["winner"].as_str().unwrap();
         assert!(
             winner == "Apple." || winner == "Mango.",

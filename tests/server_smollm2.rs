@@ -27,8 +27,8 @@ fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
 }
 
 fn cli(sub: &str, input: &Path, extra: &[&str]) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_self-judge"))
-        .args([sub, "--model"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_self-judge"));
+    cmd.args([sub, "--model"])
         .arg(smollm2_path())
         .arg("--config")
         .arg(
@@ -38,16 +38,8 @@ fn cli(sub: &str, input: &Path, extra: &[&str]) -> Vec<Value> {
         )
         .arg("--input")
         .arg(input)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+        .args(extra);
+    common::stdout_of(&mut cmd)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()

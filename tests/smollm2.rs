@@ -243,26 +243,17 @@ fn prompt_errors_are_clear() {
 
 #[test]
 fn cli_answers_paris() {
-    let out = Command::new(env!("CARGO_BIN_EXE_self-judge"))
-        .args(["generate", "--model"])
-        .arg(smollm2_path())
-        .args([
-            "--chat",
-            "--prompt",
-            "What is the capital of France?",
-            "--max-new-tokens",
-            "12",
-            "--temperature",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_self-judge"));
+    cmd.args(["generate", "--model"]).arg(smollm2_path()).args([
+        "--chat",
+        "--prompt",
+        "What is the capital of France?",
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "0",
+    ]);
+    let text = common::stdout_of(&mut cmd);
     assert_eq!(text.trim(), "The capital of France is Paris.");
 }
 

@@ -26,6 +26,17 @@ pub fn smollm2_path() -> PathBuf {
     p
 }
 
+/// Runs `cmd` to its end and returns its stdout; a failure shows the command's stderr.
+pub fn stdout_of(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Largest absolute element-wise difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
