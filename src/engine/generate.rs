@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use super::sampling::{Sampler, SamplingParams};
-use crate::model::{KvCache, LoadedModel, ModelError, Output, PackedBatch};
+use self_judge_model::{KvCache, LoadedModel, ModelError, Output, PackedBatch};
 
 /// Why a sequence stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use crate::judge::OrderProbs;
+use self_judge_judge::OrderProbs;
 
 /// Something that can tell whether its requester has gone away.
 pub trait Cancellable {

@@ -14,8 +14,8 @@
 use super::chunks::chunk_by_tokens;
 use super::metrics::EngineMetrics;
 use super::probs::ab_probs_rows;
-use crate::judge::OrderProbs;
-use crate::model::{Decoder, KvCache, ModelError, Output, PackedBatch};
+use self_judge_judge::OrderProbs;
+use self_judge_model::{Decoder, KvCache, ModelError, Output, PackedBatch};
 
 /// Length of the longest common prefix.
 pub fn lcp(a: &[u32], b: &[u32]) -> usize {

@@ -2,8 +2,8 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::judge::OrderProbs;
-use crate::model::ModelError;
+use self_judge_judge::OrderProbs;
+use self_judge_model::ModelError;
 
 /// P(`token_a`) and P(`token_b`) under the softmax of `logits` (f64 accumulation).
 pub fn ab_probs(logits: &[f32], token_a: u32, token_b: u32) -> OrderProbs {

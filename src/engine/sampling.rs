@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::model::ModelError;
+use self_judge_model::ModelError;
 
 /// Sampling settings of one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

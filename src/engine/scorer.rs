@@ -4,8 +4,8 @@
 use super::chunks::chunk_by_tokens;
 use super::prefix::{PrefillStats, PrefixScorer};
 use super::probs::ab_probs_rows;
-use crate::judge::{JudgeError, OrderProbs, Scorer};
-use crate::model::{Decoder, PackedBatch};
+use self_judge_judge::{JudgeError, OrderProbs, Scorer};
+use self_judge_model::{Decoder, PackedBatch};
 
 /// Runs prompts on a decoder in packed batches of at most `max_batch_tokens` tokens,
 /// every prompt computed in full (the reference path for [`CachedScorer`]).
@@ -20,9 +20,9 @@ impl Scorer for DirectScorer<'_> {
         let mut out = Vec::with_capacity(prompts.len());
         for range in chunk_by_tokens(prompts, self.max_batch_tokens) {
             let batch = PackedBatch::new(&prompts[range])?;
-            let logits = self
-                .decoder
-                .forward(&batch, None, crate::model::Output::LastLogits)?;
+            let logits =
+                self.decoder
+                    .forward(&batch, None, self_judge_model::Output::LastLogits)?;
             out.extend(ab_probs_rows(&logits, self.token_ids.0, self.token_ids.1)?);
         }
         Ok(out)

@@ -16,8 +16,8 @@ use super::generate::{Generated, GenerationRequest, Generator};
 use super::judge_queue::{Cancellable, JudgeQueue, Slot};
 use super::metrics::EngineMetrics;
 use super::prefix::PrefixScorer;
-use crate::judge::OrderProbs;
-use crate::model::LoadedModel;
+use self_judge_judge::OrderProbs;
+use self_judge_model::LoadedModel;
 
 /// Batch limits of the engine.
 #[derive(Debug, Clone, Copy)]
@@ -269,7 +269,7 @@ impl<'m> Worker<'m> {
         }
     }
 
-    fn fail_generations(&mut self, e: &crate::model::ModelError) {
+    fn fail_generations(&mut self, e: &self_judge_model::ModelError) {
         self.set_health(false);
         tracing::error!(error = %e, "generation forward failed");
         for (_, a) in self.active.drain() {

@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn reads_every_seed_config() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
         for (name, n_principles, has_decision) in [
             ("hh_jsft.yaml", 1, false),
             ("hh_self_judge.yaml", 1, false),

@@ -2,7 +2,7 @@
 //! server's best-of-n contexts and the training data so a judge sees at serving time the
 //! context format it was trained on.
 
-use crate::tokenizer::ChatMessage;
+use self_judge_tokenizer::ChatMessage;
 
 /// `turns` as `User: ...` / `Assistant: ...` joined by blank lines. System turns (and
 /// roles HH transcripts do not have) are left out; the result is trimmed.

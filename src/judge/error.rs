@@ -1,6 +1,6 @@
 //! The judge's error type.
 
-use crate::model::ModelError;
+use self_judge_model::ModelError;
 
 /// Errors of judging.
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +21,8 @@ pub enum JudgeError {
 }
 
 /// Through [`ModelError`], so a tokenizer failure reads the same wherever it surfaces.
-impl From<crate::tokenizer::TokenizerError> for JudgeError {
-    fn from(e: crate::tokenizer::TokenizerError) -> Self {
+impl From<self_judge_tokenizer::TokenizerError> for JudgeError {
+    fn from(e: self_judge_tokenizer::TokenizerError) -> Self {
         Self::Model(e.into())
     }
 }

@@ -7,7 +7,7 @@ use super::pair::Pair;
 use super::prompt::{Order, PromptBuilder};
 use super::template::JudgeTemplate;
 use super::verdict::{OrderProbs, PrincipleVerdict, Verdict};
-use crate::model::LoadedModel;
+use self_judge_model::LoadedModel;
 
 /// Executes judge prompts: returns P(` A`) and P(` B`) at the last position of each.
 pub trait Scorer {
@@ -48,7 +48,7 @@ impl Judge {
             None => cfg.template.clone(),
         };
         let chat = match &cfg.chat_template {
-            Some(src) => crate::tokenizer::ChatTemplate::new(src)?,
+            Some(src) => self_judge_tokenizer::ChatTemplate::new(src)?,
             None => model.chat_template()?.clone(),
         };
         let ctx = model.decoder.max_positions();

@@ -2,7 +2,7 @@
 
 use super::template::{CompiledPrinciple, JudgeTemplate};
 use super::JudgeError;
-use crate::tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
+use self_judge_tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
 
 /// The two orders a pair is judged in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +160,7 @@ impl PromptBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::template::Principle;
+    use crate::template::Principle;
 
     /// A byte-level BPE tokenizer without merges: " A" is two tokens (`Ġ`, `A`).
     fn unmerged_tokenizer() -> TextTokenizer {

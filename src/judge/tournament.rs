@@ -203,7 +203,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::verdict::{OrderProbs, PrincipleVerdict};
+    use crate::verdict::{OrderProbs, PrincipleVerdict};
 
     /// A judge that prefers the longer response (ties to b), counting calls.
     fn longer(

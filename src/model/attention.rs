@@ -373,9 +373,9 @@ mod tests {
     fn grouped_attention_matches_loops() {
         let dev = Device::Cpu;
         let (n, hq, hkv, d) = (5, 4, 2, 3);
-        let q = crate::model::seeded_randn(1, 0.0, 1.0, (n, hq, d), &dev).unwrap();
-        let k = crate::model::seeded_randn(2, 0.0, 1.0, (n, hkv, d), &dev).unwrap();
-        let v = crate::model::seeded_randn(3, 0.0, 1.0, (n, hkv, d), &dev).unwrap();
+        let q = crate::seeded_randn(1, 0.0, 1.0, (n, hq, d), &dev).unwrap();
+        let k = crate::seeded_randn(2, 0.0, 1.0, (n, hkv, d), &dev).unwrap();
+        let v = crate::seeded_randn(3, 0.0, 1.0, (n, hkv, d), &dev).unwrap();
         let want = reference(
             &q.flatten_all().unwrap().to_vec1().unwrap(),
             &k.flatten_all().unwrap().to_vec1().unwrap(),
@@ -403,9 +403,9 @@ mod tests {
     fn batched_attention_matches_one_sequence_at_a_time() {
         let dev = Device::Cpu;
         let (b, n, past, hq, hkv, d) = (3, 5, 2, 4, 2, 8);
-        let q = crate::model::seeded_randn(4, 0.0, 1.0, (b, n, hq, d), &dev).unwrap();
-        let k = crate::model::seeded_randn(5, 0.0, 1.0, (b, past + n, hkv, d), &dev).unwrap();
-        let v = crate::model::seeded_randn(6, 0.0, 1.0, (b, past + n, hkv, d), &dev).unwrap();
+        let q = crate::seeded_randn(4, 0.0, 1.0, (b, n, hq, d), &dev).unwrap();
+        let k = crate::seeded_randn(5, 0.0, 1.0, (b, past + n, hkv, d), &dev).unwrap();
+        let v = crate::seeded_randn(6, 0.0, 1.0, (b, past + n, hkv, d), &dev).unwrap();
         let mut masks = Masks::new(DType::F32, &dev);
         let mask = masks.get(n, past, Some(4)).unwrap();
         // Fused kernels on and off, and the differentiable form.

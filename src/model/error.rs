@@ -1,6 +1,6 @@
 //! The model's error type.
 
-use crate::tokenizer::TokenizerError;
+use self_judge_tokenizer::TokenizerError;
 
 /// Errors raised while loading or running a model. Each message names the file, field
 /// or limit at fault so that a start-up failure can be fixed without reading code.

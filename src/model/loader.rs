@@ -12,7 +12,7 @@ use super::decoder::Decoder;
 use super::gguf::GgufFile;
 use super::weights::{SafetensorsSource, WeightSource};
 use super::{ModelError, Result};
-use crate::tokenizer::{gguf::from_gguf, ChatTemplate, TextTokenizer};
+use self_judge_tokenizer::{gguf::from_gguf, ChatTemplate, TextTokenizer};
 
 /// How a checkpoint was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

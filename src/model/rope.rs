@@ -127,7 +127,7 @@ mod tests {
         .unwrap();
         let dev = Device::Cpu;
         let rot = Rotary::new(&cfg, DType::F32, &dev).unwrap();
-        let xs = crate::model::seeded_randn(1, 0.0, 1.0, (5, 2, 8), &dev).unwrap();
+        let xs = crate::seeded_randn(1, 0.0, 1.0, (5, 2, 8), &dev).unwrap();
         let pos = Tensor::new(&[0u32, 3, 7, 1, 60], &dev).unwrap();
         let (c, s) = rot.tables(&pos).unwrap();
         let a = Rotary::apply_fused(&xs, &c, &s).unwrap();

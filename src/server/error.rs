@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::engine::EngineError;
 use crate::judge::JudgeError;
 use crate::model::ModelError;
+use crate::service::ServiceError;
 
 /// The body of every error response.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -166,6 +167,19 @@ impl From<EngineError> for ApiError {
                 "not_ready",
                 "the engine has stopped",
             ),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => Self::validation(m),
+            ServiceError::TooLarge(m) => Self::too_large(m),
+            ServiceError::Overloaded(m) => Self::overloaded(m),
+            ServiceError::Judge(e) => e.into(),
+            ServiceError::Engine(e) => e.into(),
+            ServiceError::Internal(m) => Self::internal(m),
         }
     }
 }

@@ -20,6 +20,7 @@ use clap::Args;
 use crate::cli::ModelArgs;
 use crate::engine::{spawn_engine, EngineSettings};
 use crate::judge::{Judge, JudgeConfig, JudgeOptions};
+use crate::service::JudgeService;
 use metrics::ServerMetrics;
 use schemas::{InfoResponse, Limits, TokenIds};
 use state::{AppState, Ready};
@@ -75,48 +76,42 @@ pub struct ServeArgs {
     pub force_token_ids: bool,
 }
 
-fn check_limits(a: &ServeArgs) -> anyhow::Result<()> {
-    for (name, v) in [
-        ("--max-batch-tokens", a.max_batch_tokens),
-        ("--max-batch-size", a.max_batch_size),
-        ("--max-concurrent-requests", a.max_concurrent_requests),
-        ("--max-new-tokens", a.max_new_tokens),
-        ("--max-n", a.max_n),
-        ("--max-body-bytes", a.max_body_bytes),
-    ] {
-        anyhow::ensure!(v > 0, "{name} must be > 0");
+impl ServeArgs {
+    /// The limits, with the prompt limit `max_input_tokens` for a model of `context`
+    /// positions (the flag, else the config's `max_length`, capped by the context).
+    fn limits(&self, config_max_length: Option<usize>, context: usize) -> Limits {
+        Limits {
+            max_batch_tokens: self.max_batch_tokens,
+            max_batch_size: self.max_batch_size,
+            max_concurrent_requests: self.max_concurrent_requests,
+            max_input_tokens: self
+                .max_input_tokens
+                .or(config_max_length)
+                .unwrap_or(context)
+                .min(context),
+            truncate: !self.no_truncate,
+            max_new_tokens: self.max_new_tokens,
+            max_n: self.max_n,
+            max_body_bytes: self.max_body_bytes,
+        }
     }
-    anyhow::ensure!(
-        a.max_concurrent_requests <= u32::MAX as usize,
-        "--max-concurrent-requests is too large"
-    );
-    Ok(())
 }
 
 /// Loads the model and everything that depends on it.
-fn load(
-    args: &ServeArgs,
-    cfg: &JudgeConfig,
-    limits: &mut Limits,
-    metrics: &ServerMetrics,
-) -> anyhow::Result<Ready> {
+fn load(args: &ServeArgs, cfg: &JudgeConfig, metrics: &ServerMetrics) -> anyhow::Result<Ready> {
     let mut model = args.model.load()?;
     if let Some(chat) = &cfg.chat_template {
         model.set_chat_template(chat)?;
     }
     let ctx = model.decoder.max_positions();
-    limits.max_input_tokens = args
-        .max_input_tokens
-        .or(cfg.max_length)
-        .unwrap_or(ctx)
-        .min(ctx);
+    let limits = args.limits(cfg.max_length, ctx);
     let opts = JudgeOptions {
         max_length: Some(limits.max_input_tokens),
         force_token_ids: args.force_token_ids,
         principles: None,
     };
     let mut judge = Judge::new(&model, cfg, &opts)?;
-    judge.prompts.set_truncate(!args.no_truncate);
+    judge.prompts.set_truncate(limits.truncate);
     let c = &model.decoder.cfg;
     let info = InfoResponse {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -148,12 +143,8 @@ fn load(
         settings,
         metrics.engine.clone(),
     );
-    Ok(Ready {
-        engine,
-        judge,
-        model,
-        info,
-    })
+    let service = JudgeService::new(model, judge, engine, limits, metrics.rejected.clone())?;
+    Ok(Ready { service, info })
 }
 
 async fn shutdown_signal() {
@@ -180,7 +171,10 @@ async fn shutdown_signal() {
 
 /// Runs the server until SIGINT/SIGTERM, then finishes in-flight requests.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    check_limits(&args)?;
+    // Every limit but the prompt's is known now: refuse a bad flag before loading.
+    args.limits(None, usize::MAX)
+        .check()
+        .map_err(anyhow::Error::msg)?;
     let cfg = JudgeConfig::from_file(&args.config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -193,31 +187,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let metrics = ServerMetrics::new()?;
-        let limits = Limits {
-            max_batch_tokens: args.max_batch_tokens,
-            max_batch_size: args.max_batch_size,
-            max_concurrent_requests: args.max_concurrent_requests,
-            max_input_tokens: args.max_input_tokens.unwrap_or(0),
-            truncate: !args.no_truncate,
-            max_new_tokens: args.max_new_tokens,
-            max_n: args.max_n,
-            max_body_bytes: args.max_body_bytes,
-        };
         let api_key = args.api_key.clone().filter(|k| !k.is_empty());
-        // The final limits (max_input_tokens) are known once the model is loaded.
-        let state = Arc::new(AppState::new(limits.clone(), metrics.clone(), api_key));
+        let state = Arc::new(AppState::new(args.max_body_bytes, metrics.clone(), api_key));
         let loader_state = state.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut limits = limits;
-            match load(&args, &cfg, &mut limits, &metrics) {
-                Ok(ready) => {
-                    tracing::info!(model = %ready.info.model, "model loaded");
-                    let _ = loader_state.ready.set(ready);
-                }
-                Err(e) => {
-                    eprintln!("error: cannot load the model: {e:#}");
-                    std::process::exit(1);
-                }
+        tokio::task::spawn_blocking(move || match load(&args, &cfg, &metrics) {
+            Ok(ready) => {
+                tracing::info!(model = %ready.info.model, "model loaded");
+                let _ = loader_state.ready.set(ready);
+            }
+            Err(e) => {
+                eprintln!("error: cannot load the model: {e:#}");
+                std::process::exit(1);
             }
         });
         let local = listener.local_addr()?;

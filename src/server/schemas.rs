@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::engine::FinishReason;
 use crate::judge::{Bracket, Pair, Verdict};
+pub use crate::service::{Generation, Limits, SamplingRequest};
 use crate::tokenizer::ChatMessage;
 
 /// `POST /judge`: one pair (`context`, `response_a`, `response_b`) or a list (`pairs`).
@@ -27,44 +27,27 @@ pub enum JudgeResponse {
     Many(Vec<Verdict>),
 }
 
-/// Sampling settings shared by `/generate` and best-of-n `/tournament`.
-#[derive(Debug, Clone, Default)]
-pub struct SamplingRequest {
-    pub max_new_tokens: Option<usize>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub top_k: Option<usize>,
-    pub seed: Option<u64>,
-    pub stop: Option<Vec<String>>,
+/// The sampling fields of a request type, in one place: serde's `flatten` cannot be
+/// combined with `deny_unknown_fields`, so the fields are repeated in each body.
+macro_rules! sampling_fields {
+    ($($t:ty),*) => {$(
+        impl $t {
+            /// The sampling fields.
+            pub fn sampling(&self) -> SamplingRequest {
+                SamplingRequest {
+                    max_new_tokens: self.max_new_tokens,
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                    top_k: self.top_k,
+                    seed: self.seed,
+                    stop: self.stop.clone(),
+                }
+            }
+        }
+    )*};
 }
 
-impl GenerateRequest {
-    /// The sampling fields.
-    pub fn sampling(&self) -> SamplingRequest {
-        SamplingRequest {
-            max_new_tokens: self.max_new_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            seed: self.seed,
-            stop: self.stop.clone(),
-        }
-    }
-}
-
-impl TournamentRequest {
-    /// The sampling fields of the best-of-n form.
-    pub fn sampling(&self) -> SamplingRequest {
-        SamplingRequest {
-            max_new_tokens: self.max_new_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            seed: self.seed,
-            stop: self.stop.clone(),
-        }
-    }
-}
+sampling_fields!(GenerateRequest, TournamentRequest);
 
 /// `POST /generate`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -87,16 +70,6 @@ pub struct GenerateRequest {
     pub seed: Option<u64>,
     /// Stop before any of these strings.
     pub stop: Option<Vec<String>>,
-}
-
-/// One generated sample.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Generation {
-    pub text: String,
-    #[schema(value_type = String)]
-    pub finish_reason: FinishReason,
-    /// Generated tokens (EOS excluded).
-    pub tokens: usize,
 }
 
 /// `POST /generate` response.
@@ -159,20 +132,6 @@ pub struct TournamentResponse {
 pub struct HealthResponse {
     /// `ok`, `loading` or `unhealthy`.
     pub status: String,
-}
-
-/// Server limits reported by `/info`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Limits {
-    pub max_batch_tokens: usize,
-    pub max_batch_size: usize,
-    /// Judge prompts (and generated sequences) admitted at once.
-    pub max_concurrent_requests: usize,
-    pub max_input_tokens: usize,
-    pub truncate: bool,
-    pub max_new_tokens: usize,
-    pub max_n: usize,
-    pub max_body_bytes: usize,
 }
 
 /// A/B token ids in use.

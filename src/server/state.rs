@@ -1,79 +1,46 @@
-//! Shared server state: limits, admission control, metrics, and the engine once the
-//! model has loaded.
+//! Shared server state: metrics, the API key, and the judge service once the model
+//! has loaded.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::OnceLock;
 
 use super::error::ApiError;
 use super::metrics::ServerMetrics;
-use super::schemas::{InfoResponse, Limits};
-use crate::engine::EngineHandle;
-use crate::judge::Judge;
-use crate::model::LoadedModel;
+use super::schemas::InfoResponse;
+use crate::service::JudgeService;
 
 /// What exists once the model is loaded.
 pub struct Ready {
-    pub engine: EngineHandle,
-    pub judge: Judge,
-    pub model: Arc<LoadedModel>,
+    pub service: JudgeService,
     pub info: InfoResponse,
 }
 
 /// State shared by every handler.
 pub struct AppState {
     pub ready: OnceLock<Ready>,
-    pub limits: Limits,
+    /// Largest request body (enforced before the model is loaded too).
+    pub max_body_bytes: usize,
     pub metrics: ServerMetrics,
     pub api_key: Option<String>,
-    admission: Arc<Semaphore>,
 }
 
 impl AppState {
     /// State for a server that is still loading its model.
-    pub fn new(limits: Limits, metrics: ServerMetrics, api_key: Option<String>) -> Self {
+    pub fn new(max_body_bytes: usize, metrics: ServerMetrics, api_key: Option<String>) -> Self {
         Self {
             ready: OnceLock::new(),
-            admission: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
-            limits,
+            max_body_bytes,
             metrics,
             api_key,
         }
     }
 
-    /// The loaded model, or 503.
-    pub fn ready(&self) -> Result<&Ready, ApiError> {
-        self.ready.get().ok_or_else(ApiError::not_ready)
+    /// The judge service, or 503 while the model loads.
+    pub fn service(&self) -> Result<&JudgeService, ApiError> {
+        Ok(&self.ready.get().ok_or_else(ApiError::not_ready)?.service)
     }
 
     /// True when the model is loaded and the last forward pass succeeded.
     pub fn healthy(&self) -> Option<bool> {
-        self.ready
-            .get()
-            .map(|r| r.engine.healthy.load(Ordering::Relaxed))
-    }
-
-    /// Admits `units` of work (judge prompts or generated sequences) at once, or refuses
-    /// the whole request before any compute: 413 if it could never fit, 429 if the
-    /// server is busy now.
-    pub fn admit(&self, units: usize) -> Result<OwnedSemaphorePermit, ApiError> {
-        let cap = self.limits.max_concurrent_requests;
-        if units > cap {
-            return Err(ApiError::too_large(format!(
-                "the request needs {units} judge prompts/sequences but the server admits at most {cap} at once (--max-concurrent-requests)"
-            )));
-        }
-        let n =
-            u32::try_from(units.max(1)).map_err(|_| ApiError::too_large("request too large"))?;
-        self.admission
-            .clone()
-            .try_acquire_many_owned(n)
-            .map_err(|_| {
-                self.metrics.rejected.inc();
-                ApiError::overloaded(format!(
-                "the server is at capacity ({cap} concurrent judge prompts/sequences); retry later"
-            ))
-            })
+        self.ready.get().map(|r| r.service.healthy())
     }
 }

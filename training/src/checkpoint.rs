@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use candle_core::Tensor;
-use self_judge::model::ModelConfig;
-use self_judge::tokenizer::TextTokenizer;
+use self_judge_model::ModelConfig;
+use self_judge_tokenizer::TextTokenizer;
 
 /// What goes into a checkpoint folder.
 pub struct Checkpoint<'a> {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use self_judge::model::{ModelConfig, RopeScaling, SeededNormal};
-use self_judge::tokenizer::{ChatTemplate, TextTokenizer};
+use self_judge_model::{ModelConfig, RopeScaling, SeededNormal};
+use self_judge_tokenizer::{ChatTemplate, TextTokenizer};
 
 use crate::checkpoint::Checkpoint;
 

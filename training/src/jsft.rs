@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::backprop::GradStore;
 use candle_core::Var;
-use self_judge::judge::JudgeConfig;
-use self_judge::tokenizer::ChatTemplate;
+use self_judge_judge::JudgeConfig;
+use self_judge_tokenizer::ChatTemplate;
 
 use crate::config::{Role, TrainConfig};
 use crate::data::jsft::{BuildStats, JsftBuilder};

@@ -13,9 +13,9 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use self_judge::model::decoder::Layer;
-use self_judge::model::linear::{Linear, Lora, LoraDropout};
-use self_judge::model::Decoder;
+use self_judge_model::decoder::Layer;
+use self_judge_model::linear::{Linear, Lora, LoraDropout};
+use self_judge_model::Decoder;
 
 /// Projections LoRA can target, with the HF module path inside a layer.
 const MODULES: &[(&str, &str)] = &[
@@ -101,7 +101,7 @@ fn slot<'a>(layer: &'a mut Layer, module: &str) -> &'a mut Linear {
 
 fn dims(linear: &Linear) -> anyhow::Result<(usize, usize)> {
     match &linear.weight {
-        self_judge::model::linear::LinearWeight::Dense(w) => Ok(w.dims2()?),
+        self_judge_model::linear::LinearWeight::Dense(w) => Ok(w.dims2()?),
         _ => anyhow::bail!("LoRA needs dense base weights"),
     }
 }

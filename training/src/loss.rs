@@ -2,7 +2,7 @@
 //! log-probabilities (for DPO).
 
 use candle_core::{Tensor, D};
-use self_judge::model::{Decoder, Output, PackedBatch};
+use self_judge_model::{Decoder, Output, PackedBatch};
 
 /// Label value that is not learned (HF's ignore index).
 pub const IGNORE: i64 = -100;

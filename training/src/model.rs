@@ -7,11 +7,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use candle_core::{DType, Device, Tensor, Var};
-use self_judge::model::adapter::{LoraAdapter, MergedSource};
-use self_judge::model::gguf::GgufFile;
-use self_judge::model::weights::{SafetensorsSource, WeightSource};
-use self_judge::model::{Decoder, ModelConfig, OpsMode};
-use self_judge::tokenizer::TextTokenizer;
+use self_judge_model::adapter::{LoraAdapter, MergedSource};
+use self_judge_model::gguf::GgufFile;
+use self_judge_model::weights::{SafetensorsSource, WeightSource};
+use self_judge_model::{Decoder, ModelConfig, OpsMode};
+use self_judge_tokenizer::TextTokenizer;
 
 use crate::lora::{Adapters, LoraSpec};
 
@@ -29,7 +29,7 @@ impl WeightSource for VarSource<'_> {
         self.inner.contains(name)
     }
 
-    fn tensor(&mut self, name: &str, shape: &[usize]) -> self_judge::model::Result<Tensor> {
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> self_judge_model::Result<Tensor> {
         let t = self.inner.tensor(name, shape)?.to_dtype(DType::F32)?;
         let out = if self.trainable {
             let v = Var::from_tensor(&t)?;
@@ -84,7 +84,7 @@ impl TrainModel {
             let file = GgufFile::open(path)?;
             let cfg = file.config()?;
             let (tokenizer, chat_template) =
-                self_judge::tokenizer::gguf::from_gguf(file.metadata())?;
+                self_judge_tokenizer::gguf::from_gguf(file.metadata())?;
             let mut src = file.source(&cfg, false, DType::F32, &dev);
             Self::build_with(&cfg, &mut src, tokenizer, chat_template, lora, adapter)
         }

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Var};
-use self_judge::model::weights::SafetensorsSource;
-use self_judge::model::{seeded_randn, ModelConfig, Output, PackedBatch};
-use self_judge::tokenizer::TextTokenizer;
+use self_judge_model::weights::SafetensorsSource;
+use self_judge_model::{seeded_randn, ModelConfig, Output, PackedBatch};
+use self_judge_tokenizer::TextTokenizer;
 use training::loss::{lm_loss, Example, IGNORE};
 use training::model::TrainModel;
 
@@ -137,7 +137,7 @@ fn gradients_match_finite_differences() {
 fn differentiable_forward_equals_inference_forward() {
     let m = load("tiny-llama");
     let mut inference = m.decoder.clone();
-    inference.set_mode(self_judge::model::OpsMode::Fused);
+    inference.set_mode(self_judge_model::OpsMode::Fused);
     let ex = examples();
     let seqs: Vec<&[u32]> = ex.iter().map(|e| e.input_ids.as_slice()).collect();
     let b = PackedBatch::new(&seqs).unwrap();

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use self_judge::model::{LoadOptions, LoadedModel};
+use self_judge_model::{LoadOptions, LoadedModel};
 
 fn init(out: &Path, extra: &[&str]) -> std::process::Output {
     let args: Vec<&str> = ["--seed", "5"]

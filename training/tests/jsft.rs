@@ -6,9 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use self_judge::judge::JudgeConfig;
-use self_judge::model::{LoadOptions, LoadedModel, OpsMode};
-use self_judge::tokenizer::ChatTemplate;
+use self_judge_judge::JudgeConfig;
+use self_judge_model::{LoadOptions, LoadedModel, OpsMode};
+use self_judge_tokenizer::ChatTemplate;
 use training::checkpoint::Checkpoint;
 use training::config::{Role, TrainConfig};
 use training::data::jsft::{BuildStats, JsftBuilder};

@@ -6,9 +6,9 @@
 
 mod common;
 
-use self_judge::engine::scorer::CachedScorer;
-use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
-use self_judge::model::{LoadOptions, LoadedModel};
+use self_judge_engine::scorer::CachedScorer;
+use self_judge_judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
+use self_judge_model::{LoadOptions, LoadedModel};
 
 use common::{arith_config, root};
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Device;
-use self_judge::model::{LoadOptions, LoadedModel, OpsMode};
+use self_judge_model::{LoadOptions, LoadedModel, OpsMode};
 use training::lora::LoraSpec;
 use training::model::TrainModel;
 

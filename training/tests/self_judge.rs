@@ -8,9 +8,9 @@ mod common;
 use std::path::Path;
 
 use candle_core::Var;
-use self_judge::engine::scorer::DirectScorer;
-use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
-use self_judge::model::{seeded_randn, LoadOptions, LoadedModel};
+use self_judge_engine::scorer::DirectScorer;
+use self_judge_judge::{Judge, JudgeConfig, JudgeOptions, Pair, Side};
+use self_judge_model::{seeded_randn, LoadOptions, LoadedModel};
 use training::lora::LoraSpec;
 use training::loss::{sequence_logps, Example, IGNORE};
 use training::model::TrainModel;

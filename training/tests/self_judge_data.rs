@@ -3,8 +3,8 @@
 
 mod common;
 
-use self_judge::judge::JudgeConfig;
-use self_judge::tokenizer::{ChatTemplate, TextTokenizer};
+use self_judge_judge::JudgeConfig;
+use self_judge_tokenizer::{ChatTemplate, TextTokenizer};
 use serde_json::json;
 use training::data::jsft::BuildStats;
 use training::data::self_judge::{hh_rows, json_rows, uf_rows, SelfJudgeRow};

@@ -10,10 +10,10 @@ mod common;
 
 use std::path::Path;
 
-use self_judge::engine::generate::{generate, GenerationRequest};
-use self_judge::engine::sampling::SamplingParams;
-use self_judge::model::{LoadOptions, LoadedModel};
-use self_judge::tokenizer::ChatMessage;
+use self_judge_engine::generate::{generate, GenerationRequest};
+use self_judge_engine::sampling::SamplingParams;
+use self_judge_model::{LoadOptions, LoadedModel};
+use self_judge_tokenizer::ChatMessage;
 
 use common::{arith_jsft as fixture, ok, root, self_judge, self_judge_config as config};
 

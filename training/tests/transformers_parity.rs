@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
-use self_judge::model::{LoadOptions, LoadedModel};
-use self_judge::tokenizer::ChatMessage;
+use self_judge_model::{LoadOptions, LoadedModel};
+use self_judge_tokenizer::ChatMessage;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {

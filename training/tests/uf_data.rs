@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use self_judge::judge::{JudgeConfig, JudgeTemplate};
-use self_judge::tokenizer::{ChatTemplate, TextTokenizer};
+use self_judge_judge::{JudgeConfig, JudgeTemplate};
+use self_judge_tokenizer::{ChatTemplate, TextTokenizer};
 use serde_json::{json, Value};
 use training::data::jsft::{BuildStats, JsftBuilder};
 use training::data::uf::{format_rationale, rank, rationale_template, row_rng, UfRow};

@@ -272,7 +272,7 @@ mod tests {
     use candle_core::{Device, D};
 
     use super::*;
-    use crate::model::attention::Masks;
+    use crate::attention::Masks;
 
     /// max |a - b| over all elements, in f32.
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -310,7 +310,7 @@ mod tests {
         ] {
             let total = past + n;
             let seed = (31 * n + past) as u64;
-            let scores = crate::model::seeded_randn(seed, 0.0, 3.0, (2, 3, n, total), &dev)?;
+            let scores = crate::seeded_randn(seed, 0.0, 3.0, (2, 3, n, total), &dev)?;
             let want = composed(&scores, past, window, 0.7);
             let got = causal_softmax(&scores, past, window, 0.7)?;
             let diff = max_diff(&got, &want);
@@ -330,9 +330,9 @@ mod tests {
     #[test]
     fn add_rms_norm_equals_add_then_rms_norm() -> Result<()> {
         let dev = Device::Cpu;
-        let x = crate::model::seeded_randn(2, 0.0, 1.0, (5, 24), &dev)?;
-        let y = crate::model::seeded_randn(3, 0.0, 1.0, (5, 24), &dev)?;
-        let w = crate::model::seeded_randn(4, 1.0, 0.1, 24, &dev)?;
+        let x = crate::seeded_randn(2, 0.0, 1.0, (5, 24), &dev)?;
+        let y = crate::seeded_randn(3, 0.0, 1.0, (5, 24), &dev)?;
+        let w = crate::seeded_randn(4, 1.0, 0.1, 24, &dev)?;
         let want_r = (&x + &y)?;
         let want_h = candle_nn::ops::rms_norm_slow(&want_r, &w, 1e-5)?;
         let (r, h) = add_rms_norm(&x, &y, &w, 1e-5)?;
@@ -374,8 +374,8 @@ mod tests {
     #[test]
     fn silu_mul_equals_silu_times_up() -> Result<()> {
         let dev = Device::Cpu;
-        let g = crate::model::seeded_randn(5, 0.0, 2.0, (7, 13), &dev)?;
-        let u = crate::model::seeded_randn(6, 0.0, 2.0, (7, 13), &dev)?;
+        let g = crate::seeded_randn(5, 0.0, 2.0, (7, 13), &dev)?;
+        let u = crate::seeded_randn(6, 0.0, 2.0, (7, 13), &dev)?;
         let want = (g.silu()? * &u)?;
         let diff = max_diff(&silu_mul(&g, &u)?, &want);
         assert!(diff < 1e-5, "{diff}");

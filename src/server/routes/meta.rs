@@ -38,7 +38,8 @@ pub async fn health(State(st): State<Arc<AppState>>) -> Response {
     (status = 503, description = "Loading", body = crate::server::error::ErrorResponse),
 ), security(("bearer" = [])))]
 pub async fn info(State(st): State<Arc<AppState>>) -> Result<Json<InfoResponse>, ApiError> {
-    Ok(Json(st.ready()?.info.clone()))
+    let ready = st.ready.get().ok_or_else(ApiError::not_ready)?;
+    Ok(Json(ready.info.clone()))
 }
 
 /// Prometheus text exposition.

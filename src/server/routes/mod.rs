@@ -81,7 +81,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     api.merge(open)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(metrics, track))
         .with_state(state)
 }

@@ -1,8 +1,8 @@
 //! Anthropic HH-RLHF rows (`chosen`, `rejected` transcripts) as conversations, judge
 //! contexts and JSFT examples (SPEC §4).
 
-use self_judge::judge::hh_context;
-use self_judge::tokenizer::ChatMessage;
+use self_judge_judge::hh_context;
+use self_judge_tokenizer::ChatMessage;
 
 const HUMAN: &str = "\n\nHuman:";
 const ASSISTANT: &str = "\n\nAssistant:";
@@ -41,7 +41,7 @@ pub fn parse_transcript(text: &str, system: &str) -> Option<Vec<ChatMessage>> {
 }
 
 /// The judge context of a conversation: every turn before the last one, in the HH
-/// style the server also uses ([`self_judge::judge::hh_context`]).
+/// style the server also uses ([`self_judge_judge::hh_context`]).
 pub fn context(messages: &[ChatMessage]) -> String {
     hh_context(&messages[..messages.len().saturating_sub(1)])
 }

@@ -2,9 +2,9 @@
 //! chosen conversation, and per principle two judgment examples (both orders, targets
 //! ` A` and ` B`) whose loss falls on the verdict token and the EOS only.
 
-use self_judge::judge::template::CompiledPrinciple;
-use self_judge::judge::JudgeTemplate;
-use self_judge::tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
+use self_judge_judge::template::CompiledPrinciple;
+use self_judge_judge::JudgeTemplate;
+use self_judge_tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
 
 use super::hh::HhPair;
 use super::mask::{marker, mask_labels, truncate_left};

@@ -74,7 +74,7 @@ pub fn mask_labels(ids: &[u32], user: &[u32], assistant: &[u32]) -> Result<Vec<i
 /// Marker ids of a template string; `skip_first_token` drops the first id (a
 /// SentencePiece artefact of encoding a marker on its own, SPEC §4).
 pub fn marker(
-    tok: &self_judge::tokenizer::TextTokenizer,
+    tok: &self_judge_tokenizer::TextTokenizer,
     text: &str,
     skip_first_token: bool,
 ) -> anyhow::Result<Vec<u32>> {

@@ -2,7 +2,7 @@
 //! per row the `query` the policy continues, the judge `context`, and the dataset's own
 //! `chosen` / `rejected` conversations (full rendered strings, used only for eval).
 
-use self_judge::tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
+use self_judge_tokenizer::{ChatMessage, ChatTemplate, TextTokenizer};
 use serde_json::Value;
 
 use super::hh::HhPair;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use self_judge::tokenizer::ChatMessage;
+use self_judge_tokenizer::ChatMessage;
 use serde_json::Value;
 
 use super::jsft::{judgment_messages, BuildStats, JsftBuilder};

@@ -2,13 +2,13 @@
 //! with the engine's generation, judged by the REFERENCE model through the judge core
 //! (both orders), and turned into chosen/rejected sequences with loss on the response.
 
-use self_judge::engine::generate::{generate, GenerationRequest};
-use self_judge::engine::sampling::SamplingParams;
-use self_judge::engine::scorer::DirectScorer;
-use self_judge::judge::verdict::{Side, Verdict};
-use self_judge::judge::{Judge, JudgeConfig, JudgeOptions, Pair};
-use self_judge::model::{Decoder, LoadedModel, OpsMode, WeightFormat};
-use self_judge::tokenizer::ChatTemplate;
+use self_judge_engine::generate::{generate, GenerationRequest};
+use self_judge_engine::sampling::SamplingParams;
+use self_judge_engine::scorer::DirectScorer;
+use self_judge_judge::verdict::{Side, Verdict};
+use self_judge_judge::{Judge, JudgeConfig, JudgeOptions, Pair};
+use self_judge_model::{Decoder, LoadedModel, OpsMode, WeightFormat};
+use self_judge_tokenizer::ChatTemplate;
 
 use crate::config::self_judge_args::SelfJudgeArgs;
 use crate::data::mask::{mask_labels, truncate_left};

@@ -7,9 +7,9 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use self_judge::judge::verdict::Side;
-use self_judge::judge::JudgeConfig;
-use self_judge::tokenizer::ChatTemplate;
+use self_judge_judge::verdict::Side;
+use self_judge_judge::JudgeConfig;
+use self_judge_tokenizer::ChatTemplate;
 use serde_json::json;
 
 use super::dpo::{dpo_batch, merge_stats};
@@ -59,7 +59,7 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
     let adapter = cfg
         .peft_model_path
         .as_deref()
-        .map(self_judge::model::LoraAdapter::read)
+        .map(self_judge_model::LoraAdapter::read)
         .transpose()?;
     let mut lora = cfg.lora.clone();
     if args.disable_dropout {

@@ -103,7 +103,7 @@ pub fn ok(out: std::process::Output) -> String {
 }
 
 /// Last-position logits of one prompt.
-pub fn logits(m: &self_judge::model::Decoder, prompt: &[u32]) -> Vec<f32> {
+pub fn logits(m: &self_judge_model::Decoder, prompt: &[u32]) -> Vec<f32> {
     m.last_logits(&[prompt])
         .unwrap()
         .squeeze(0)

@@ -1,12 +1,12 @@
-//! With the `cuda` feature, compiles the fused inference kernels (src/model/fused/kernels.cu)
-//! to PTX for `src/model/fused.rs`. nvcc comes from `$NVCC` or the PATH, the target
+//! With the `cuda` feature, compiles the fused inference kernels (fused/kernels.cu)
+//! to PTX for `fused/cuda.rs`. nvcc comes from `$NVCC` or the PATH, the target
 //! from `$CUDA_COMPUTE_CAP` (as for candle's own kernels; default 90, Hopper); the
 //! driver compiles the PTX for the card it runs on.
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/model/fused/kernels.cu");
+    println!("cargo:rerun-if-changed=fused/kernels.cu");
     println!("cargo:rerun-if-env-changed=CUDA_COMPUTE_CAP");
     println!("cargo:rerun-if-env-changed=NVCC");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
@@ -22,13 +22,13 @@ fn main() {
     let status = Command::new(&nvcc)
         .args(["--ptx", "-O3", &format!("-arch=compute_{cap}"), "-o"])
         .arg(&out)
-        .arg("src/model/fused/kernels.cu")
+        .arg("fused/kernels.cu")
         .status();
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => panic!("{nvcc} failed on src/model/fused/kernels.cu ({s})"),
+        Ok(s) => panic!("{nvcc} failed on fused/kernels.cu ({s})"),
         Err(e) => {
-            panic!("cannot run {nvcc} for src/model/fused/kernels.cu: {e} (set NVCC or PATH)")
+            panic!("cannot run {nvcc} for fused/kernels.cu: {e} (set NVCC or PATH)")
         }
     }
 }

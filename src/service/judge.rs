@@ -1,0 +1,145 @@
+//! Pairs, tournaments over given candidates, and best-of-n: the judge's work as a
+//! transport asks for it, every check made once here.
+
+use std::sync::Arc;
+
+use super::error::{Result, ServiceError};
+use super::generate::{Generation, Prompt, SamplingRequest};
+use super::JudgeService;
+use self_judge_judge::{hh_context, Judge, Pair, Tournament, TournamentResult, Verdict};
+
+/// Best-of-n: generate `n` candidates for a prompt, then a tournament picks one.
+#[derive(Debug, Clone)]
+pub struct BestOfN {
+    pub prompt: Prompt,
+    /// The judge's context (default: a conversation in the HH `User:`/`Assistant:`
+    /// style the judge is trained on; raw text as is).
+    pub context: Option<String>,
+    pub n: usize,
+    pub sampling: SamplingRequest,
+    /// Seeds the sampling (through `sampling.seed` when unset there) and the bracket.
+    pub seed: Option<u64>,
+    pub principles: Option<Vec<String>>,
+}
+
+/// The outcome of [`JudgeService::best_of_n`].
+#[derive(Debug, Clone)]
+pub struct BestOfNResult {
+    pub tournament: TournamentResult,
+    /// Every candidate, in generation order (`tournament.winner_index` points here).
+    pub candidates: Vec<Generation>,
+    pub prompt_tokens: usize,
+}
+
+impl JudgeService {
+    /// The judge for a request: all principles, or the named subset.
+    fn judge_for(&self, principles: Option<&[String]>) -> Result<Arc<Judge>> {
+        Ok(match principles {
+            Some(names) => Arc::new(self.judge.with_principles(names)?),
+            None => self.judge.clone(),
+        })
+    }
+
+    /// Builds the pairs' prompts off the async runtime, scores them in one engine
+    /// submission, and aggregates the verdicts.
+    async fn score_pairs(&self, judge: &Arc<Judge>, pairs: Vec<Pair>) -> Result<Vec<Verdict>> {
+        let builder = judge.clone();
+        let prompts = tokio::task::spawn_blocking(move || builder.prompts_for(&pairs)).await??;
+        let n = prompts.len();
+        let probs = self.engine.judge(prompts).await?;
+        if probs.len() != n {
+            return Err(ServiceError::Internal(format!(
+                "{} scores for {n} prompts",
+                probs.len()
+            )));
+        }
+        Ok(judge.verdicts(&probs)?)
+    }
+
+    /// Runs the rounds of a tournament to the end.
+    async fn run_tournament(
+        &self,
+        judge: &Arc<Judge>,
+        contexts: &[String],
+        responses: &[Vec<String>],
+        seed: Option<u64>,
+    ) -> Result<Vec<TournamentResult>> {
+        let mut t = Tournament::new(contexts, responses, seed)?;
+        while let Some(pairs) = t.next_round() {
+            let verdicts = self.score_pairs(judge, pairs).await?;
+            t.record(verdicts)?;
+        }
+        Ok(t.finish())
+    }
+
+    /// One verdict per pair, in order; refused whole when its prompts cannot be admitted.
+    pub async fn judge(
+        &self,
+        pairs: Vec<Pair>,
+        principles: Option<&[String]>,
+    ) -> Result<Vec<Verdict>> {
+        if pairs.is_empty() {
+            return Err(ServiceError::Invalid("`pairs` is empty".into()));
+        }
+        let judge = self.judge_for(principles)?;
+        let _permit = self.admit(pairs.len() * judge.prompts_per_pair())?;
+        self.score_pairs(&judge, pairs).await
+    }
+
+    /// A knockout tournament per context over its given candidates (SPEC §3).
+    pub async fn tournament(
+        &self,
+        contexts: &[String],
+        responses: &[Vec<String>],
+        seed: Option<u64>,
+        principles: Option<&[String]>,
+    ) -> Result<Vec<TournamentResult>> {
+        if contexts.len() != responses.len() {
+            return Err(ServiceError::Invalid(format!(
+                "`contexts` has {} items but `responses` has {}",
+                contexts.len(),
+                responses.len()
+            )));
+        }
+        if contexts.is_empty() {
+            return Err(ServiceError::Invalid("`contexts` is empty".into()));
+        }
+        if let Some(i) = responses.iter().position(Vec::is_empty) {
+            return Err(ServiceError::Invalid(format!("`responses[{i}]` is empty")));
+        }
+        let judge = self.judge_for(principles)?;
+        let matches: usize = responses.iter().map(|r| r.len() - 1).sum();
+        let _permit = self.admit(matches * judge.prompts_per_pair())?;
+        self.run_tournament(&judge, contexts, responses, seed).await
+    }
+
+    /// Generates `n` candidates and returns the self-judged tournament winner. The
+    /// sequences and every judge prompt of the bracket are admitted together, so a
+    /// request never stops half-way for capacity.
+    pub async fn best_of_n(&self, req: BestOfN) -> Result<BestOfNResult> {
+        let judge = self.judge_for(req.principles.as_deref())?;
+        let mut sampling = req.sampling;
+        sampling.seed = sampling.seed.or(req.seed);
+        let context = match (req.context, &req.prompt) {
+            (Some(c), _) => c,
+            (None, Prompt::Chat(m)) => hh_context(m),
+            (None, Prompt::Text(t)) => t.clone(),
+        };
+        let spec = self.sample_spec(req.prompt, Some(req.n), sampling).await?;
+        let n = spec.n;
+        let _permit = self.admit(n + n.saturating_sub(1) * judge.prompts_per_pair())?;
+        let out = self.run_generation(spec).await?;
+        let texts = vec![out.generations.iter().map(|g| g.text.clone()).collect()];
+        let mut results = self
+            .run_tournament(&judge, &[context], &texts, req.seed)
+            .await?;
+        let tournament = results
+            .pop()
+            .ok_or_else(|| ServiceError::Internal("a tournament without a result".into()))?;
+        Ok(BestOfNResult {
+            tournament,
+            candidates: out.generations,
+            prompt_tokens: out.prompt_tokens,
+        })
+    }
+}
