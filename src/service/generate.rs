@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{Result, ServiceError};
-use super::JudgeService;
+use super::facade::JudgeService;
 use self_judge_engine::{FinishReason, GenerationRequest, SamplingParams};
 use self_judge_tokenizer::ChatMessage;
 

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::error::{Result, ServiceError};
+use super::facade::JudgeService;
 use super::generate::{Generation, Prompt, SamplingRequest};
-use super::JudgeService;
 use self_judge_judge::{hh_context, Judge, Pair, Tournament, TournamentResult, Verdict};
 
 /// Best-of-n: generate `n` candidates for a prompt, then a tournament picks one.
