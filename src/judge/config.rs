@@ -1,13 +1,16 @@
 //! The judge-relevant part of a seed-format YAML config (`templates.*`,
-//! `self_judge_args.token_id_a/token_id_b`, `max_length`). The training binary reads the
-//! same files with its own, stricter view of the training sections.
+//! `self_judge_args.token_id_a/token_id_b`, `max_length`), derived with serde. The
+//! training binary reads the same [`TemplatesSection`] inside its own, stricter view of
+//! the whole file, so one file is parsed once either way.
 
 use std::path::Path;
 
-use serde_yaml_ng::{Mapping, Value};
+use indexmap::IndexMap;
+use serde::Deserialize;
 
 use super::template::{JudgeTemplate, Principle};
 use super::JudgeError;
+use self_judge_model::config_read::{opt_count, read};
 
 /// What judging needs from a config file.
 #[derive(Debug, Clone)]
@@ -21,43 +24,61 @@ pub struct JudgeConfig {
     pub max_length: Option<usize>,
 }
 
+/// One principle's judge template (`templates.judge.<name>`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipleSection {
+    pub system: String,
+    pub user: String,
+    pub assistant: String,
+}
+
+/// `templates.decision_rationale`: the decision cue, and the rationale template of
+/// UltraFeedback's per-principle judgments.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRationale {
+    pub decision: String,
+    pub rationale: Option<String>,
+}
+
+/// The `templates` section of a seed-format config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesSection {
+    /// A chat template overriding the checkpoint's.
+    pub chat: Option<String>,
+    /// The markers that start a user / assistant turn in rendered text (training).
+    pub user: Option<String>,
+    pub assistant: Option<String>,
+    /// Drop the first token of each tokenized turn (training).
+    pub skip_first_token: Option<bool>,
+    /// Principles in file order.
+    pub judge: IndexMap<String, PrincipleSection>,
+    pub decision_rationale: Option<DecisionRationale>,
+}
+
+/// The keys of `self_judge_args` / `jsft_args` judging reads (the rest is training's).
+#[derive(Debug, Default, Deserialize)]
+struct JudgeArgs {
+    #[serde(default, deserialize_with = "opt_count")]
+    token_id_a: Option<usize>,
+    #[serde(default, deserialize_with = "opt_count")]
+    token_id_b: Option<usize>,
+    #[serde(default, deserialize_with = "opt_count")]
+    max_length: Option<usize>,
+}
+
+/// A whole config file as judging sees it.
+#[derive(Debug, Deserialize)]
+struct JudgeFile {
+    templates: TemplatesSection,
+    self_judge_args: Option<JudgeArgs>,
+    jsft_args: Option<JudgeArgs>,
+}
+
 fn err(m: String) -> JudgeError {
     JudgeError::Config(m)
-}
-
-fn get<'a>(m: &'a Mapping, key: &str) -> Option<&'a Value> {
-    m.get(Value::String(key.to_string()))
-        .filter(|v| !v.is_null())
-}
-
-fn string(m: &Mapping, key: &str, ctx: &str) -> Result<String, JudgeError> {
-    match get(m, key) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(err(format!(
-            "`{ctx}.{key}` must be a string, got {other:?}"
-        ))),
-        None => Err(err(format!("`{ctx}.{key}` is missing"))),
-    }
-}
-
-fn mapping<'a>(m: &'a Mapping, key: &str, ctx: &str) -> Result<Option<&'a Mapping>, JudgeError> {
-    match get(m, key) {
-        Some(Value::Mapping(x)) => Ok(Some(x)),
-        Some(other) => Err(err(format!(
-            "`{ctx}{key}` must be a mapping, got {other:?}"
-        ))),
-        None => Ok(None),
-    }
-}
-
-fn uint(m: &Mapping, key: &str, ctx: &str) -> Result<Option<u64>, JudgeError> {
-    match get(m, key) {
-        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-        Some(other) => Err(err(format!(
-            "`{ctx}.{key}` must be a non-negative integer, got {other:?}"
-        ))),
-        None => Ok(None),
-    }
 }
 
 impl JudgeConfig {
@@ -71,79 +92,63 @@ impl JudgeConfig {
         })
     }
 
-    /// Parses a YAML document.
+    /// Parses a YAML document. Keys outside `templates` that judging does not read are
+    /// left to the training binary, which refuses unknown ones.
     pub fn from_yaml(text: &str) -> Result<Self, JudgeError> {
-        let doc: Value =
-            serde_yaml_ng::from_str(text).map_err(|e| err(format!("invalid YAML: {e}")))?;
-        let root = doc
-            .as_mapping()
-            .ok_or_else(|| err("the config must be a mapping".into()))?;
-        let templates =
-            mapping(root, "templates", "")?.ok_or_else(|| err("`templates` is missing".into()))?;
-        let chat_template = match get(templates, "chat") {
-            None => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                return Err(err(format!(
-                    "`templates.chat` must be a string, got {other:?}"
-                )))
-            }
+        let file: JudgeFile = read(serde_yaml_ng::Deserializer::from_str(text))
+            .map_err(|e| err(format!("invalid config: {e}")))?
+            .value;
+        let args = [file.self_judge_args, file.jsft_args];
+        let token_ids = match &args[0] {
+            Some(a) => (a.token_id_a, a.token_id_b),
+            None => (None, None),
         };
-        let judge = mapping(templates, "judge", "templates.")?
-            .ok_or_else(|| err("`templates.judge` is missing".into()))?;
-        let mut principles = Vec::with_capacity(judge.len());
-        for (name, body) in judge {
-            let name = name
-                .as_str()
-                .ok_or_else(|| err(format!("principle name {name:?} must be a string")))?;
-            let ctx = format!("templates.judge.{name}");
-            let body = body.as_mapping().ok_or_else(|| {
-                err(format!(
-                    "`{ctx}` must be a mapping with system, user, assistant"
-                ))
-            })?;
-            principles.push(Principle {
-                name: name.to_string(),
-                system: string(body, "system", &ctx)?,
-                user: string(body, "user", &ctx)?,
-                assistant: string(body, "assistant", &ctx)?,
-            });
-        }
-        let decision = match mapping(templates, "decision_rationale", "templates.")? {
-            Some(dr) => Some(string(dr, "decision", "templates.decision_rationale")?),
-            None => None,
-        };
+        let max_length = args.iter().flatten().find_map(|a| a.max_length);
+        Self::from_sections(&file.templates, token_ids, max_length)
+    }
+
+    /// Builds the judge's config from a parsed `templates` section, the configured
+    /// ` A`/` B` token ids (both or neither) and the prompt length limit.
+    pub fn from_sections(
+        templates: &TemplatesSection,
+        token_ids: (Option<usize>, Option<usize>),
+        max_length: Option<usize>,
+    ) -> Result<Self, JudgeError> {
+        let principles = templates
+            .judge
+            .iter()
+            .map(|(name, p)| Principle {
+                name: name.clone(),
+                system: p.system.clone(),
+                user: p.user.clone(),
+                assistant: p.assistant.clone(),
+            })
+            .collect();
+        let decision = templates
+            .decision_rationale
+            .as_ref()
+            .map(|d| d.decision.clone());
         let template = JudgeTemplate::new(principles, decision)?;
-        let sj = mapping(root, "self_judge_args", "")?;
-        let token_ids = match sj {
-            Some(sj) => match (
-                uint(sj, "token_id_a", "self_judge_args")?,
-                uint(sj, "token_id_b", "self_judge_args")?,
-            ) {
-                (Some(a), Some(b)) => Some((a as u32, b as u32)),
-                (None, None) => None,
-                _ => {
-                    return Err(err(
-                        "give both `self_judge_args.token_id_a` and `token_id_b`, or neither"
-                            .into(),
-                    ))
-                }
-            },
-            None => None,
-        };
-        let mut max_length = None;
-        for section in ["self_judge_args", "jsft_args"] {
-            if let Some(s) = mapping(root, section, "")? {
-                if let Some(m) = uint(s, "max_length", section)? {
-                    max_length.get_or_insert(m as usize);
-                }
+        let token_ids = match token_ids {
+            (Some(a), Some(b)) => {
+                let id = |x: usize| {
+                    u32::try_from(x)
+                        .map_err(|_| err(format!("token id {x} is not a 32-bit token id")))
+                };
+                Some((id(a)?, id(b)?))
             }
-        }
+            (None, None) => None,
+            _ => {
+                return Err(err(
+                    "give both `self_judge_args.token_id_a` and `token_id_b`, or neither".into(),
+                ))
+            }
+        };
         if max_length == Some(0) {
             return Err(err("`max_length` must be > 0".into()));
         }
         Ok(Self {
-            chat_template,
+            chat_template: templates.chat.clone(),
             template,
             token_ids,
             max_length,

@@ -2,8 +2,10 @@
 //! from GGUF metadata. Every field the decoder needs is validated here so that a bad
 //! checkpoint fails at load time with the name of the offending field.
 
+use serde::Deserialize;
 use serde_json::Value;
 
+use super::config_read::{opt_number, opt_token_ids, read};
 use super::ModelError;
 
 /// The `model_type` values this decoder implements. They differ only in details the
@@ -51,165 +53,174 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
 }
 
-fn field<'a>(v: &'a Value, name: &str) -> Result<&'a Value, ModelError> {
-    match v.get(name) {
-        Some(Value::Null) | None => Err(ModelError::Config(format!(
-            "config.json is missing the field `{name}`"
-        ))),
-        Some(x) => Ok(x),
-    }
+/// `rope_scaling` / `rope_parameters` as written in `config.json`.
+#[derive(Debug, Default, Deserialize)]
+struct HfRope {
+    rope_type: Option<String>,
+    /// The older spelling of `rope_type`.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "opt_number")]
+    rope_theta: Option<f64>,
+    #[serde(default, deserialize_with = "opt_number")]
+    factor: Option<f64>,
+    #[serde(default, deserialize_with = "opt_number")]
+    low_freq_factor: Option<f64>,
+    #[serde(default, deserialize_with = "opt_number")]
+    high_freq_factor: Option<f64>,
+    #[serde(default, deserialize_with = "opt_number")]
+    original_max_position_embeddings: Option<f64>,
 }
 
-fn usize_field(v: &Value, name: &str) -> Result<usize, ModelError> {
-    let x = field(v, name)?;
-    x.as_u64().map(|n| n as usize).ok_or_else(|| {
-        ModelError::Config(format!(
-            "config.json field `{name}` must be a non-negative integer, got {x}"
-        ))
-    })
+/// The keys of a HF `config.json` the decoder reads. Every other key (architectures,
+/// torch_dtype, ...) belongs to transformers and is left alone.
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    model_type: String,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    #[serde(deserialize_with = "number")]
+    rms_norm_eps: f64,
+    #[serde(default, deserialize_with = "opt_number")]
+    rope_theta: Option<f64>,
+    rope_scaling: Option<HfRope>,
+    /// transformers 5 moves the rope settings here.
+    rope_parameters: Option<HfRope>,
+    max_position_embeddings: usize,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    hidden_act: Option<String>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    #[serde(default, deserialize_with = "opt_token_ids")]
+    bos_token_id: Option<Vec<u32>>,
+    #[serde(default, deserialize_with = "opt_token_ids")]
+    eos_token_id: Option<Vec<u32>>,
 }
 
-fn opt_usize(v: &Value, name: &str) -> Result<Option<usize>, ModelError> {
-    match v.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(_) => usize_field(v, name).map(Some),
-    }
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    opt_number(d)?.ok_or_else(|| serde::de::Error::custom("must be a number"))
 }
 
-fn f64_field(v: &Value, name: &str) -> Result<f64, ModelError> {
-    let x = field(v, name)?;
-    x.as_f64().ok_or_else(|| {
-        ModelError::Config(format!(
-            "config.json field `{name}` must be a number, got {x}"
-        ))
-    })
-}
-
-fn token_ids(v: Option<&Value>) -> Vec<u32> {
-    match v {
-        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64().map(|x| x as u32))
-            .collect(),
-        _ => vec![],
-    }
-}
-
-fn parse_rope_scaling(v: &Value) -> Result<RopeScaling, ModelError> {
-    let rope_type = v
-        .get("rope_type")
-        .or_else(|| v.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    match rope_type {
-        "default" => Ok(RopeScaling::None),
-        "linear" => Ok(RopeScaling::Linear {
-            factor: f64_field(v, "factor")?,
-        }),
-        "llama3" => Ok(RopeScaling::Llama3 {
-            factor: f64_field(v, "factor")?,
-            low_freq_factor: f64_field(v, "low_freq_factor")?,
-            high_freq_factor: f64_field(v, "high_freq_factor")?,
-            original_max_position_embeddings: f64_field(v, "original_max_position_embeddings")?,
-        }),
-        other => Err(ModelError::Config(format!(
-            "unsupported rope_type `{other}` (supported: default, linear, llama3)"
-        ))),
+impl HfRope {
+    fn scaling(&self, at: &str) -> Result<RopeScaling, ModelError> {
+        let need = |v: Option<f64>, k: &str| {
+            v.ok_or_else(|| {
+                ModelError::Config(format!("config.json is missing the field `{at}.{k}`"))
+            })
+        };
+        match self
+            .rope_type
+            .as_deref()
+            .or(self.kind.as_deref())
+            .unwrap_or("default")
+        {
+            "default" => Ok(RopeScaling::None),
+            "linear" => Ok(RopeScaling::Linear {
+                factor: need(self.factor, "factor")?,
+            }),
+            "llama3" => Ok(RopeScaling::Llama3 {
+                factor: need(self.factor, "factor")?,
+                low_freq_factor: need(self.low_freq_factor, "low_freq_factor")?,
+                high_freq_factor: need(self.high_freq_factor, "high_freq_factor")?,
+                original_max_position_embeddings: need(
+                    self.original_max_position_embeddings,
+                    "original_max_position_embeddings",
+                )?,
+            }),
+            other => Err(ModelError::Config(format!(
+                "unsupported rope_type `{other}` (supported: default, linear, llama3)"
+            ))),
+        }
     }
 }
 
 impl ModelConfig {
-    /// Parses a HF `config.json` document.
+    /// Parses a HF `config.json` document; an error names the field.
     pub fn from_hf_json(text: &str) -> Result<Self, ModelError> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| ModelError::Config(format!("config.json is not valid JSON: {e}")))?;
-        let model_type = field(&v, "model_type")?
-            .as_str()
-            .ok_or_else(|| ModelError::Config("`model_type` must be a string".into()))?
-            .to_string();
+        let v: HfConfig = read(&mut serde_json::Deserializer::from_str(text))
+            .map_err(|e| ModelError::Config(format!("config.json: {e}")))?
+            .value;
+        let model_type = v.model_type;
         if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
             return Err(ModelError::Config(format!(
                 "unknown model_type `{model_type}` (supported: {})",
                 SUPPORTED_MODEL_TYPES.join(", ")
             )));
         }
-        let hidden_size = usize_field(&v, "hidden_size")?;
-        let num_attention_heads = usize_field(&v, "num_attention_heads")?;
-        let num_hidden_layers = usize_field(&v, "num_hidden_layers")?;
-        let num_key_value_heads =
-            opt_usize(&v, "num_key_value_heads")?.unwrap_or(num_attention_heads);
-        let head_dim =
-            opt_usize(&v, "head_dim")?.unwrap_or(hidden_size / num_attention_heads.max(1));
+        let num_key_value_heads = v.num_key_value_heads.unwrap_or(v.num_attention_heads);
+        let head_dim = v
+            .head_dim
+            .unwrap_or(v.hidden_size / v.num_attention_heads.max(1));
         // transformers 5 moves rope settings under `rope_parameters`; older configs
         // keep `rope_theta` at the top level and `rope_scaling` beside it.
-        let (rope_theta, rope_scaling) = match v.get("rope_parameters") {
-            Some(p @ Value::Object(_)) => (f64_field(p, "rope_theta")?, parse_rope_scaling(p)?),
-            _ => {
-                let theta = match v.get("rope_theta") {
-                    Some(Value::Null) | None => 10000.0,
-                    Some(_) => f64_field(&v, "rope_theta")?,
-                };
-                let scaling = match v.get("rope_scaling") {
-                    Some(s @ Value::Object(_)) => parse_rope_scaling(s)?,
-                    _ => RopeScaling::None,
-                };
-                (theta, scaling)
-            }
+        let (rope_theta, rope_scaling) = match &v.rope_parameters {
+            Some(p) => (
+                p.rope_theta.ok_or_else(|| {
+                    ModelError::Config(
+                        "config.json is missing the field `rope_parameters.rope_theta`".into(),
+                    )
+                })?,
+                p.scaling("rope_parameters")?,
+            ),
+            None => (
+                v.rope_theta.unwrap_or(10000.0),
+                match &v.rope_scaling {
+                    Some(s) => s.scaling("rope_scaling")?,
+                    None => RopeScaling::None,
+                },
+            ),
         };
         let window = match model_type.as_str() {
-            "mistral" => opt_usize(&v, "sliding_window")?,
-            "qwen2" if v.get("use_sliding_window").and_then(Value::as_bool) == Some(true) => {
-                opt_usize(&v, "sliding_window")?
-            }
+            "mistral" => v.sliding_window,
+            "qwen2" if v.use_sliding_window == Some(true) => v.sliding_window,
             _ => None,
         };
         let max_window_layers = match model_type.as_str() {
-            "qwen2" => opt_usize(&v, "max_window_layers")?.unwrap_or(0),
+            "qwen2" => v.max_window_layers.unwrap_or(0),
             _ => 0,
         };
-        let sliding_window = (0..num_hidden_layers)
+        let sliding_window = (0..v.num_hidden_layers)
             .map(|l| window.filter(|_| l >= max_window_layers))
             .collect();
-        if v.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
+        if v.mlp_bias == Some(true) {
             return Err(ModelError::Config(
                 "`mlp_bias: true` is not supported".into(),
             ));
         }
-        if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
-            if act != "silu" {
-                return Err(ModelError::Config(format!(
-                    "hidden_act `{act}` is not supported (supported: silu)"
-                )));
-            }
+        if let Some(act) = v.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(ModelError::Config(format!(
+                "hidden_act `{act}` is not supported (supported: silu)"
+            )));
         }
         let attention_bias = match model_type.as_str() {
             "qwen2" => true,
-            _ => v
-                .get("attention_bias")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            _ => v.attention_bias.unwrap_or(false),
         };
         let cfg = ModelConfig {
-            vocab_size: usize_field(&v, "vocab_size")?,
-            hidden_size,
-            intermediate_size: usize_field(&v, "intermediate_size")?,
-            num_hidden_layers,
-            num_attention_heads,
+            vocab_size: v.vocab_size,
+            hidden_size: v.hidden_size,
+            intermediate_size: v.intermediate_size,
+            num_hidden_layers: v.num_hidden_layers,
+            num_attention_heads: v.num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: f64_field(&v, "rms_norm_eps")?,
+            rms_norm_eps: v.rms_norm_eps,
             rope_theta,
             rope_scaling,
-            max_position_embeddings: usize_field(&v, "max_position_embeddings")?,
-            tie_word_embeddings: v
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            max_position_embeddings: v.max_position_embeddings,
+            tie_word_embeddings: v.tie_word_embeddings.unwrap_or(false),
             attention_bias,
             sliding_window,
-            bos_token_id: token_ids(v.get("bos_token_id")).first().copied(),
-            eos_token_ids: token_ids(v.get("eos_token_id")),
+            bos_token_id: v.bos_token_id.unwrap_or_default().first().copied(),
+            eos_token_ids: v.eos_token_id.unwrap_or_default(),
             model_type,
         };
         cfg.validate()?;

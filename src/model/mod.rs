@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod attention;
 pub mod batch;
 pub mod config;
+pub mod config_read;
 pub mod decoder;
 pub mod device;
 pub mod error;

@@ -45,7 +45,8 @@ pub fn read_configs(config: &Path) -> anyhow::Result<(TrainConfig, JudgeConfig)>
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
     }
-    let judge_cfg = JudgeConfig::from_yaml(&cfg.yaml)
+    let judge_cfg = cfg
+        .judge_config()
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     Ok((cfg, judge_cfg))
 }
@@ -86,7 +87,7 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     let system = judge_cfg.template.principles[0].principle.system.clone();
     let mut stats = BuildStats::default();
     let mut builder = builder.with_rationale(match cfg.dataset.as_str() {
-        "openbmb/UltraFeedback" => crate::data::uf::rationale_template(&cfg.yaml)?,
+        "openbmb/UltraFeedback" => cfg.rationale_template()?,
         _ => None,
     });
     let mut examples = Vec::new();

@@ -51,13 +51,12 @@ impl RunOptions {
 pub fn accelerate_processes(path: &std::path::Path) -> anyhow::Result<usize> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{} is not YAML: {e}", path.display()))?;
-    match v
-        .get("num_processes")
-        .and_then(serde_yaml_ng::Value::as_u64)
-    {
-        Some(n) if n > 0 => Ok(n as usize),
+    let raw: crate::config::raw::RawAccelerate =
+        self_judge_model::config_read::read(serde_yaml_ng::Deserializer::from_str(&text))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .value;
+    match raw.num_processes {
+        Some(n) if n > 0 => Ok(n),
         _ => anyhow::bail!(
             "{}: `num_processes` must be a positive integer",
             path.display()

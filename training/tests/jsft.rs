@@ -6,7 +6,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use self_judge_judge::JudgeConfig;
 use self_judge_model::{LoadOptions, LoadedModel, OpsMode};
 use self_judge_tokenizer::ChatTemplate;
 use training::checkpoint::Checkpoint;
@@ -83,7 +82,7 @@ fn saved_checkpoint_reproduces_the_trained_logits() {
     let dir = tempfile::tempdir().unwrap();
     init(&dir.path().join("init"));
     let cfg = TrainConfig::from_file(&config(dir.path(), 5)).unwrap();
-    let judge = JudgeConfig::from_yaml(&cfg.yaml).unwrap();
+    let judge = cfg.judge_config().unwrap();
     let model = TrainModel::load(&cfg.model_path, None).unwrap();
     let chat_src = judge.chat_template.clone().unwrap();
     let chat = ChatTemplate::new(&chat_src).unwrap();
@@ -236,7 +235,7 @@ fn dataset_roles_choose_the_examples() {
     let dir = tempfile::tempdir().unwrap();
     init(&dir.path().join("init"));
     let cfg = TrainConfig::from_file(&config(dir.path(), 5)).unwrap();
-    let judge = JudgeConfig::from_yaml(&cfg.yaml).unwrap();
+    let judge = cfg.judge_config().unwrap();
     let model = TrainModel::load(&cfg.model_path, None).unwrap();
     let chat = ChatTemplate::new(judge.chat_template.as_deref().unwrap()).unwrap();
     let rows = read_jsonl(&cfg.dataset_path).unwrap();

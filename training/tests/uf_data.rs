@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 use self_judge_judge::{JudgeConfig, JudgeTemplate};
 use self_judge_tokenizer::{ChatTemplate, TextTokenizer};
 use serde_json::{json, Value};
+use training::config::TrainConfig;
 use training::data::jsft::{BuildStats, JsftBuilder};
-use training::data::uf::{format_rationale, rank, rationale_template, row_rng, UfRow};
+use training::data::uf::{format_rationale, rank, row_rng, UfRow};
 use training::loss::{Example, IGNORE};
 
 const EOS: &str = "<|im_end|>";
@@ -32,7 +33,10 @@ fn setup(config: &str) -> Setup {
         tok,
         chat: ChatTemplate::new(cfg.chat_template.as_deref().unwrap()).unwrap(),
         judge: cfg.template,
-        rationale: rationale_template(&yaml).unwrap(),
+        rationale: TrainConfig::from_yaml(&yaml)
+            .unwrap()
+            .rationale_template()
+            .unwrap(),
     }
 }
 
@@ -366,8 +370,12 @@ fn bad_rows_are_counted_with_the_first_error() {
 #[test]
 fn rationale_template_comes_from_the_config() {
     let root = common::root().join("configs");
-    let read =
-        |f: &str| rationale_template(&std::fs::read_to_string(root.join(f)).unwrap()).unwrap();
+    let read = |f: &str| {
+        TrainConfig::from_file(&root.join(f))
+            .unwrap()
+            .rationale_template()
+            .unwrap()
+    };
     assert_eq!(
         read("uf_jsft_pr.yaml").as_deref(),
         Some("\nEvaluation of Response {position}:")

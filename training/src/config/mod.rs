@@ -1,16 +1,18 @@
 //! The seed's training YAML, read strictly: unknown keys and wrong types are errors
 //! naming the key; keys we accept but do not use get one warning each.
 
+pub mod rationale;
+pub mod raw;
 pub mod self_judge_args;
-pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-use serde_yaml_ng::{Mapping, Value};
-
 use crate::lora::LoraSpec;
+use raw::{RawConfig, RawDataset, RawPeft};
 use self_judge_args::SelfJudgeArgs;
-use yaml::{boolean, int, num, string};
+use self_judge_judge::config::TemplatesSection;
+use self_judge_judge::JudgeConfig;
+use self_judge_model::config_read::read;
 
 /// Keys accepted for compatibility and ignored (with a warning).
 const IGNORED: &[&str] = &[
@@ -112,29 +114,15 @@ pub struct DatasetSource {
     pub role: Role,
 }
 
-/// Reads `datasets: [{path, role}]` (role defaults to `both`).
-fn dataset_sources(v: &Value) -> anyhow::Result<Vec<DatasetSource>> {
-    let items = v
-        .as_sequence()
-        .ok_or_else(|| anyhow::anyhow!("`datasets` must be a list of {{path, role}}"))?;
+/// `datasets: [{path, role}]` (role defaults to `both`).
+fn dataset_sources(items: Vec<RawDataset>) -> anyhow::Result<Vec<DatasetSource>> {
     anyhow::ensure!(!items.is_empty(), "`datasets` is empty");
     items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let sec = format!("datasets[{i}]");
-            let m = item
-                .as_mapping()
-                .ok_or_else(|| anyhow::anyhow!("`{sec}` must be a mapping {{path, role}}"))?;
-            for k in m.keys() {
-                let k = k.as_str().unwrap_or("");
-                anyhow::ensure!(["path", "role"].contains(&k), "unknown key `{sec}.{k}`");
-            }
+        .into_iter()
+        .map(|d| {
             Ok(DatasetSource {
-                path: string(m, &sec, "path")?
-                    .ok_or_else(|| anyhow::anyhow!("`{sec}.path` is missing"))?
-                    .into(),
-                role: Role::parse(&string(m, &sec, "role")?.unwrap_or_else(|| "both".into()))?,
+                path: d.path,
+                role: Role::parse(d.role.as_deref().unwrap_or("both"))?,
             })
         })
         .collect()
@@ -158,8 +146,12 @@ pub struct TrainConfig {
     /// Every source of training rows with its role: `datasets: [{path, role}]`, or
     /// `dataset_path` alone as one source of role `both`.
     pub datasets: Vec<DatasetSource>,
-    /// The raw `templates` section (the judge module parses it).
-    pub yaml: String,
+    /// The `templates` section (the judge's templates and the turn markers).
+    pub templates: TemplatesSection,
+    /// `self_judge_args.token_id_a` / `token_id_b`.
+    pub judge_token_ids: (Option<usize>, Option<usize>),
+    /// `max_length` as written (`self_judge_args` first), for the judge.
+    judge_max_length: Option<usize>,
     pub skip_first_token: bool,
     pub user_marker: String,
     pub assistant_marker: String,
@@ -174,76 +166,43 @@ pub struct TrainConfig {
     pub warnings: Vec<String>,
 }
 
-/// Reads `peft_config` as PEFT's `LoraConfig` (defaults r 8, alpha 8, dropout 0).
-fn peft(p: &Mapping) -> anyhow::Result<LoraSpec> {
-    let s = "peft_config";
-    if let Some(b) = string(p, s, "bias")? {
+/// `peft_config` as PEFT's `LoraConfig` (defaults r 8, alpha 8, dropout 0).
+fn peft(p: RawPeft) -> anyhow::Result<LoraSpec> {
+    if let Some(b) = p.bias {
         anyhow::ensure!(
             b == "none",
             "`peft_config.bias` must be \"none\", got {b:?}"
         );
     }
-    if let Some(t) = string(p, s, "task_type")? {
+    if let Some(t) = p.task_type {
         anyhow::ensure!(
             t == "CAUSAL_LM",
             "`peft_config.task_type` must be CAUSAL_LM, got {t:?}"
         );
     }
-    let target_modules = match p.get("target_modules") {
-        None | Some(Value::Null) => LoraSpec::default_targets(),
-        Some(Value::String(m)) => vec![m.clone()],
-        Some(Value::Sequence(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    anyhow::anyhow!("`peft_config.target_modules` must be a list of strings")
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-        Some(other) => {
-            anyhow::bail!("`peft_config.target_modules` must be a list of strings, got {other:?}")
-        }
-    };
     LoraSpec {
-        r: int(p, s, "r")?.unwrap_or(8),
-        alpha: num(p, s, "lora_alpha")?.unwrap_or(8.0),
-        dropout: num(p, s, "lora_dropout")?.unwrap_or(0.0),
-        target_modules,
+        r: p.r.unwrap_or(8),
+        alpha: p.lora_alpha.unwrap_or(8.0),
+        dropout: p.lora_dropout.unwrap_or(0.0),
+        target_modules: p.target_modules.unwrap_or_else(LoraSpec::default_targets),
     }
     .validate()
 }
 
-struct Reader<'a> {
-    warnings: &'a mut Vec<String>,
-}
-
-impl Reader<'_> {
-    fn section<'m>(
-        &mut self,
-        root: &'m Mapping,
-        name: &str,
-        known: &[&str],
-    ) -> anyhow::Result<Option<&'m Mapping>> {
-        let Some(v) = root.get(name) else {
-            return Ok(None);
-        };
-        let m = v
-            .as_mapping()
-            .ok_or_else(|| anyhow::anyhow!("`{name}` must be a mapping"))?;
-        for k in m.keys() {
-            let k = k
-                .as_str()
-                .ok_or_else(|| anyhow::anyhow!("`{name}` has a non-string key {k:?}"))?;
-            let full = format!("{name}.{k}");
-            if IGNORED.contains(&full.as_str()) {
-                self.warnings
-                    .push(format!("`{full}` is accepted but not used"));
-            } else if !known.contains(&k) {
-                anyhow::bail!("unknown key `{full}`");
-            }
-        }
-        Ok(Some(m))
+/// Reads a derived config document: unknown keys are errors, the accepted-but-unused
+/// ones warnings, each naming the key.
+pub(crate) fn read_strict<T: serde::de::DeserializeOwned>(
+    text: &str,
+    ignored_ok: &[&str],
+) -> anyhow::Result<(T, Vec<String>)> {
+    let r = read::<T, _>(serde_yaml_ng::Deserializer::from_str(text))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut warnings = Vec::new();
+    for key in r.ignored {
+        anyhow::ensure!(ignored_ok.contains(&key.as_str()), "unknown key `{key}`");
+        warnings.push(format!("`{key}` is accepted but not used"));
     }
+    Ok((r.value, warnings))
 }
 
 impl TrainConfig {
@@ -254,87 +213,29 @@ impl TrainConfig {
         Self::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
-    /// Parses a JSFT config document.
+    /// Parses a config document (once: the judge's part is built from it with
+    /// [`TrainConfig::judge_config`]).
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
-        let doc: Value =
-            serde_yaml_ng::from_str(text).map_err(|e| anyhow::anyhow!("invalid YAML: {e}"))?;
-        let root = doc
-            .as_mapping()
-            .ok_or_else(|| anyhow::anyhow!("the config must be a mapping"))?;
-        for k in root.keys() {
-            let k = k.as_str().unwrap_or("");
-            if ![
-                "training_args",
-                "jsft_args",
-                "self_judge_args",
-                "peft_config",
-                "model",
-                "templates",
-                "dataset",
-                "dataset_path",
-                "datasets",
-                "eval_dataset_path",
-            ]
-            .contains(&k)
-            {
-                anyhow::bail!("unknown top-level key `{k}`");
-            }
-        }
-        let mut warnings = Vec::new();
-        let mut r = Reader {
-            warnings: &mut warnings,
-        };
-        let ta = r
-            .section(
-                root,
-                "training_args",
-                &[
-                    "output_dir",
-                    "per_device_train_batch_size",
-                    "gradient_accumulation_steps",
-                    "learning_rate",
-                    "lr_scheduler_type",
-                    "warmup_ratio",
-                    "warmup_steps",
-                    "num_train_epochs",
-                    "max_steps",
-                    "logging_steps",
-                    "save_strategy",
-                    "save_steps",
-                    "seed",
-                    "max_grad_norm",
-                    "weight_decay",
-                    "eval_steps",
-                    "eval_strategy",
-                ],
-            )?
-            .ok_or_else(|| anyhow::anyhow!("`training_args` is missing"))?;
-        let s = "training_args";
+        let (raw, warnings): (RawConfig, _) = read_strict(text, IGNORED)?;
+        let ta = raw.training_args;
         let training = TrainingArgs {
-            output_dir: string(ta, s, "output_dir")?
-                .ok_or_else(|| anyhow::anyhow!("`training_args.output_dir` is missing"))?
-                .into(),
-            per_device_train_batch_size: int(ta, s, "per_device_train_batch_size")?
-                .unwrap_or(8)
-                .max(1),
-            gradient_accumulation_steps: int(ta, s, "gradient_accumulation_steps")?
-                .unwrap_or(1)
-                .max(1),
-            learning_rate: num(ta, s, "learning_rate")?.unwrap_or(5e-5),
-            lr_scheduler_type: string(ta, s, "lr_scheduler_type")?
-                .unwrap_or_else(|| "linear".into()),
-            warmup_ratio: num(ta, s, "warmup_ratio")?.unwrap_or(0.0),
-            warmup_steps: int(ta, s, "warmup_steps")?,
-            num_train_epochs: num(ta, s, "num_train_epochs")?.unwrap_or(3.0),
-            max_steps: int(ta, s, "max_steps")?.filter(|&m| m > 0),
-            logging_steps: int(ta, s, "logging_steps")?.unwrap_or(500).max(1),
-            save_strategy: string(ta, s, "save_strategy")?.unwrap_or_else(|| "steps".into()),
-            save_steps: int(ta, s, "save_steps")?,
-            seed: int(ta, s, "seed")?.unwrap_or(42) as u64,
-            max_grad_norm: num(ta, s, "max_grad_norm")?.unwrap_or(1.0),
-            weight_decay: num(ta, s, "weight_decay")?.unwrap_or(0.0),
-            eval_steps: int(ta, s, "eval_steps")?.filter(|&e| e > 0),
-            eval_strategy: string(ta, s, "eval_strategy")?,
+            output_dir: ta.output_dir,
+            per_device_train_batch_size: ta.per_device_train_batch_size.unwrap_or(8).max(1),
+            gradient_accumulation_steps: ta.gradient_accumulation_steps.unwrap_or(1).max(1),
+            learning_rate: ta.learning_rate.unwrap_or(5e-5),
+            lr_scheduler_type: ta.lr_scheduler_type.unwrap_or_else(|| "linear".into()),
+            warmup_ratio: ta.warmup_ratio.unwrap_or(0.0),
+            warmup_steps: ta.warmup_steps,
+            num_train_epochs: ta.num_train_epochs.unwrap_or(3.0),
+            max_steps: ta.max_steps.filter(|&m| m > 0),
+            logging_steps: ta.logging_steps.unwrap_or(500).max(1),
+            save_strategy: ta.save_strategy.unwrap_or_else(|| "steps".into()),
+            save_steps: ta.save_steps,
+            seed: ta.seed.unwrap_or(42) as u64,
+            max_grad_norm: ta.max_grad_norm.unwrap_or(1.0),
+            weight_decay: ta.weight_decay.unwrap_or(0.0),
+            eval_steps: ta.eval_steps.filter(|&e| e > 0),
+            eval_strategy: ta.eval_strategy,
         };
         anyhow::ensure!(
             matches!(
@@ -348,105 +249,99 @@ impl TrainConfig {
             ["epoch", "steps", "no"].contains(&training.save_strategy.as_str()),
             "`training_args.save_strategy` must be epoch, steps or no"
         );
-        let ja = r.section(root, "jsft_args", &["max_length", "pair_orders"])?;
-        let pair_orders = match ja {
-            Some(m) => boolean(m, "jsft_args", "pair_orders")?.unwrap_or(false),
-            None => false,
+        let pair_orders = raw
+            .jsft_args
+            .as_ref()
+            .and_then(|j| j.pair_orders)
+            .unwrap_or(false);
+        let judge_token_ids = match &raw.self_judge_args {
+            Some(a) => (a.token_id_a, a.token_id_b),
+            None => (None, None),
         };
-        let sj = r.section(root, "self_judge_args", SelfJudgeArgs::KEYS)?;
-        let self_judge = sj.map(SelfJudgeArgs::parse).transpose()?;
-        let max_length = match (ja, &self_judge) {
+        let judge_max_length = [
+            raw.self_judge_args.as_ref().and_then(|a| a.max_length),
+            raw.jsft_args.as_ref().and_then(|j| j.max_length),
+        ]
+        .into_iter()
+        .flatten()
+        .next();
+        let self_judge = raw
+            .self_judge_args
+            .map(SelfJudgeArgs::from_raw)
+            .transpose()?;
+        let max_length = match (&raw.jsft_args, &self_judge) {
             (_, Some(a)) => a.max_length,
-            (Some(m), None) => int(m, "jsft_args", "max_length")?.unwrap_or(2048),
+            (Some(j), None) => j.max_length.unwrap_or(2048),
             (None, None) => 2048,
         };
         anyhow::ensure!(max_length >= 2, "`max_length` must be >= 2");
-        let lora = match r.section(
-            root,
-            "peft_config",
-            &[
-                "r",
-                "lora_alpha",
-                "lora_dropout",
-                "target_modules",
-                "bias",
-                "task_type",
-            ],
-        )? {
-            None => None,
-            Some(p) => Some(peft(p)?),
-        };
-        let model = r
-            .section(
-                root,
-                "model",
-                &["pretrained_model_name_or_path", "peft_model_name_or_path"],
-            )?
-            .ok_or_else(|| anyhow::anyhow!("`model` is missing"))?;
-        let model_path = string(model, "model", "pretrained_model_name_or_path")?
-            .ok_or_else(|| anyhow::anyhow!("`model.pretrained_model_name_or_path` is missing"))?;
-        let peft_model_path = string(model, "model", "peft_model_name_or_path")?.map(PathBuf::from);
-        let templates = r
-            .section(
-                root,
-                "templates",
-                &[
-                    "skip_first_token",
-                    "chat",
-                    "user",
-                    "assistant",
-                    "judge",
-                    "decision_rationale",
-                ],
-            )?
-            .ok_or_else(|| anyhow::anyhow!("`templates` is missing"))?;
-        let t = "templates";
-        let dataset = match root.get("dataset") {
-            Some(Value::String(s)) => s.clone(),
-            _ => anyhow::bail!(
+        let lora = raw.peft_config.map(peft).transpose()?;
+        let dataset = raw.dataset.ok_or_else(|| {
+            anyhow::anyhow!(
                 "`dataset` must name the format (Anthropic/hh-rlhf or openbmb/UltraFeedback)"
-            ),
-        };
+            )
+        })?;
         anyhow::ensure!(
             ["Anthropic/hh-rlhf", "openbmb/UltraFeedback", "self-judge"].contains(&dataset.as_str()),
             "dataset `{dataset}` is not supported (supported: Anthropic/hh-rlhf, openbmb/UltraFeedback, self-judge)"
         );
-        let datasets = match (root.get("dataset_path"), root.get("datasets")) {
+        let datasets = match (raw.dataset_path, raw.datasets) {
             (Some(_), Some(_)) => anyhow::bail!("set `dataset_path` or `datasets`, not both"),
-            (Some(Value::String(s)), None) => vec![DatasetSource {
-                path: s.into(),
+            (Some(path), None) => vec![DatasetSource {
+                path,
                 role: Role::Both,
             }],
-            (None, Some(v)) => dataset_sources(v)?,
-            _ => anyhow::bail!(
+            (None, Some(items)) => dataset_sources(items)?,
+            (None, None) => anyhow::bail!(
                 "`dataset_path` (a local JSONL file) or `datasets: [{{path, role}}]` is missing"
             ),
         };
-        let dataset_path = datasets[0].path.clone();
+        let templates = raw.templates;
+        let marker = |m: &Option<String>, key: &str| {
+            m.clone()
+                .ok_or_else(|| anyhow::anyhow!("`templates.{key}` is missing"))
+        };
         Ok(Self {
             training,
             max_length,
             pair_orders,
-            model_path: model_path.into(),
+            model_path: raw.model.pretrained_model_name_or_path,
             dataset,
-            dataset_path,
+            dataset_path: datasets[0].path.clone(),
             datasets,
-            yaml: text.to_string(),
-            skip_first_token: boolean(templates, t, "skip_first_token")?.unwrap_or(false),
-            user_marker: string(templates, t, "user")?
-                .ok_or_else(|| anyhow::anyhow!("`templates.user` is missing"))?,
-            assistant_marker: string(templates, t, "assistant")?
-                .ok_or_else(|| anyhow::anyhow!("`templates.assistant` is missing"))?,
+            skip_first_token: templates.skip_first_token.unwrap_or(false),
+            user_marker: marker(&templates.user, "user")?,
+            assistant_marker: marker(&templates.assistant, "assistant")?,
+            templates,
+            judge_token_ids,
+            judge_max_length,
             lora,
             self_judge,
-            peft_model_path,
-            eval_dataset_path: match root.get("eval_dataset_path") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(PathBuf::from(s)),
-                Some(other) => anyhow::bail!("`eval_dataset_path` must be a path, got {other:?}"),
-            },
+            peft_model_path: raw.model.peft_model_name_or_path,
+            eval_dataset_path: raw.eval_dataset_path,
             warnings,
         })
+    }
+
+    /// The judge's config from this file's `templates` and `self_judge_args`.
+    pub fn judge_config(&self) -> anyhow::Result<JudgeConfig> {
+        Ok(JudgeConfig::from_sections(
+            &self.templates,
+            self.judge_token_ids,
+            self.judge_max_length,
+        )?)
+    }
+
+    /// `templates.decision_rationale.rationale`, checked (UltraFeedback rationale rows).
+    pub fn rationale_template(&self) -> anyhow::Result<Option<String>> {
+        let Some(dr) = &self.templates.decision_rationale else {
+            return Ok(None);
+        };
+        let r = dr.rationale.clone().ok_or_else(|| {
+            anyhow::anyhow!("`templates.decision_rationale.rationale` is missing")
+        })?;
+        rationale::format_rationale(&r, "A")?;
+        Ok(Some(r))
     }
 }
 

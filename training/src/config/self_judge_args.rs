@@ -1,8 +1,6 @@
 //! `self_judge_args`: the seed's `SelfJudgeTrainer` keyword arguments.
 
-use serde_yaml_ng::Mapping;
-
-use super::yaml::{boolean, int, num, string};
+use super::raw::RawSelfJudgeArgs;
 
 /// DPO loss variants the seed implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,43 +47,23 @@ pub struct SelfJudgeArgs {
 }
 
 impl SelfJudgeArgs {
-    /// Keys of the section (`token_id_a`/`token_id_b` are read by the judge config).
-    pub const KEYS: &'static [&'static str] = &[
-        "token_id_a",
-        "token_id_b",
-        "disable_dropout",
-        "judge_batch_size",
-        "max_length",
-        "max_new_tokens",
-        "top_p",
-        "top_k",
-        "temperature",
-        "loss_type",
-        "beta",
-        "average_log_prob",
-        "ignore_index",
-    ];
-
-    /// Reads the section; wrong types and values fail naming the key.
-    pub fn parse(m: &Mapping) -> anyhow::Result<Self> {
-        let s = "self_judge_args";
+    /// The section with the seed trainer's defaults; wrong values fail naming the key.
+    pub fn from_raw(r: RawSelfJudgeArgs) -> anyhow::Result<Self> {
         let a = Self {
-            disable_dropout: boolean(m, s, "disable_dropout")?.unwrap_or(true),
-            judge_batch_size: int(m, s, "judge_batch_size")?.unwrap_or(1).max(1),
-            max_length: int(m, s, "max_length")?.unwrap_or(2048),
-            max_new_tokens: int(m, s, "max_new_tokens")?.unwrap_or(768),
-            top_p: num(m, s, "top_p")?.unwrap_or(0.9) as f32,
-            top_k: int(m, s, "top_k")?.unwrap_or(50),
-            temperature: num(m, s, "temperature")?.unwrap_or(1.0) as f32,
-            loss_type: LossType::parse(
-                &string(m, s, "loss_type")?.unwrap_or_else(|| "sigmoid".into()),
-            )?,
-            beta: num(m, s, "beta")?.unwrap_or(0.1),
-            average_log_prob: boolean(m, s, "average_log_prob")?.unwrap_or(false),
+            disable_dropout: r.disable_dropout.unwrap_or(true),
+            judge_batch_size: r.judge_batch_size.unwrap_or(1).max(1),
+            max_length: r.max_length.unwrap_or(2048),
+            max_new_tokens: r.max_new_tokens.unwrap_or(768),
+            top_p: r.top_p.unwrap_or(0.9) as f32,
+            top_k: r.top_k.unwrap_or(50),
+            temperature: r.temperature.unwrap_or(1.0) as f32,
+            loss_type: LossType::parse(r.loss_type.as_deref().unwrap_or("sigmoid"))?,
+            beta: r.beta.unwrap_or(0.1),
+            average_log_prob: r.average_log_prob.unwrap_or(false),
         };
         // The seed's label value for positions without loss. Labels here never hold it
         // (they are built with our own marker), so any value a token id cannot take does.
-        if let Some(x) = num(m, s, "ignore_index")? {
+        if let Some(x) = r.ignore_index {
             anyhow::ensure!(
                 x < 0.0 && x.fract() == 0.0,
                 "`self_judge_args.ignore_index` must be a negative integer (it must not be a token id), got {x}"

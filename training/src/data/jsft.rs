@@ -96,7 +96,7 @@ impl<'a> JsftBuilder<'a> {
     }
 
     /// Sets the rationale template (`templates.decision_rationale.rationale`, see
-    /// [`super::uf::rationale_template`]); UltraFeedback rows need it when the judge
+    /// [`crate::config::TrainConfig::rationale_template`]); UltraFeedback rows need it when the judge
     /// template has a decision text.
     pub fn with_rationale(mut self, template: Option<String>) -> Self {
         self.rationale = template;

@@ -16,6 +16,8 @@ use rand::{Rng, SeedableRng};
 use self_judge_tokenizer::ChatMessage;
 use serde_json::Value;
 
+pub use crate::config::rationale::format_rationale;
+
 use super::jsft::{judgment_messages, BuildStats, JsftBuilder};
 use super::mask::marker;
 use crate::loss::Example;
@@ -250,61 +252,6 @@ pub fn row_rng(seed: u64, index: usize) -> StdRng {
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&(index as u64).to_le_bytes());
     StdRng::from_seed(key)
-}
-
-/// `template` with `{position}` replaced (Python `str.format` with one keyword: `{{`
-/// and `}}` are literal braces, any other placeholder is an error).
-pub fn format_rationale(template: &str, position: &str) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                out.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                out.push('}');
-            }
-            '{' => {
-                let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                anyhow::ensure!(
-                    name == "position",
-                    "templates.decision_rationale.rationale: unknown placeholder `{{{name}}}` (only {{position}} is allowed)"
-                );
-                out.push_str(position);
-            }
-            '}' => anyhow::bail!(
-                "templates.decision_rationale.rationale: single `}}` (write it as `}}}}`)"
-            ),
-            c => out.push(c),
-        }
-    }
-    Ok(out)
-}
-
-/// `templates.decision_rationale.rationale` of a seed-format YAML config, if present
-/// (the judge config only reads `decision`, which is all judging needs).
-pub fn rationale_template(yaml: &str) -> anyhow::Result<Option<String>> {
-    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(yaml)?;
-    let Some(dr) = doc
-        .get("templates")
-        .and_then(|t| t.get("decision_rationale"))
-        .filter(|v| !v.is_null())
-    else {
-        return Ok(None);
-    };
-    match dr.get("rationale") {
-        Some(serde_yaml_ng::Value::String(s)) => {
-            format_rationale(s, "A")?;
-            Ok(Some(s.clone()))
-        }
-        Some(other) => anyhow::bail!(
-            "`templates.decision_rationale.rationale` must be a string, got {other:?}"
-        ),
-        None => anyhow::bail!("`templates.decision_rationale.rationale` is missing"),
-    }
 }
 
 impl JsftBuilder<'_> {
