@@ -7,9 +7,7 @@ mod common;
 use candle_core::{DType, Device};
 use common::{fixture, max_abs_diff};
 use self_judge::model::weights::SafetensorsSource;
-use self_judge::model::{
-    AttentionPath, Decoder, KvCache, ModelConfig, OpsMode, Output, PackedBatch,
-};
+use self_judge::model::{AttentionPath, Decoder, KvCache, ModelConfig, Output, PackedBatch, Pass};
 use serde_json::Value;
 
 const MODELS: &[&str] = &["tiny-llama", "tiny-mistral", "tiny-qwen2"];
@@ -51,23 +49,23 @@ fn packed_last_logits_match_transformers() {
 #[test]
 fn all_position_logits_match_in_both_ops_modes() {
     for name in MODELS {
-        let (mut dec, r) = load(name, DType::F32);
+        let (dec, r) = load(name, DType::F32);
         let seq = prompts(&r).into_iter().find(|p| p.len() == 17).unwrap();
         let want = matrix(&r["all_logits_len17"]);
-        for mode in [OpsMode::Fused, OpsMode::Differentiable] {
-            dec.set_mode(mode);
+        for pass in [Pass::Inference, Pass::TRAIN] {
             let got: Vec<Vec<f32>> = dec
-                .forward(
+                .forward_t(
                     &PackedBatch::new(std::slice::from_ref(&seq)).unwrap(),
                     None,
                     Output::AllLogits,
+                    pass,
                 )
                 .unwrap()
                 .to_vec2()
                 .unwrap();
             for (g, w) in got.iter().zip(&want) {
                 let d = max_abs_diff(g, w);
-                assert!(d < 1e-4, "{name} {mode:?}: max |diff| {d}");
+                assert!(d < 1e-4, "{name} {pass:?}: max |diff| {d}");
             }
         }
     }

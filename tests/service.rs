@@ -23,7 +23,7 @@ struct Fixture {
 
 fn fixture(max_concurrent_requests: usize) -> Fixture {
     let model = Arc::new(LoadedModel::load(&tiny_chat(), &LoadOptions::default()).unwrap());
-    let judge = Judge::new(&model, &judge_config(CONFIG), &JudgeOptions::default()).unwrap();
+    let judge = Judge::new(&*model, &judge_config(CONFIG), &JudgeOptions::default()).unwrap();
     let settings = EngineSettings {
         max_batch_tokens: 4096,
         max_batch_size: 64,

@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use super::sampling::{Sampler, SamplingParams};
-use self_judge_model::{KvCache, LoadedModel, ModelError, Output, PackedBatch};
+use self_judge_model::{KvCache, ModelError, ModelView, Output, PackedBatch};
 
 /// Why a sequence stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -47,7 +47,7 @@ struct Sequence {
 
 /// A set of sequences decoded together.
 pub struct Generator<'m> {
-    model: &'m LoadedModel,
+    model: ModelView<'m>,
     active: Vec<Sequence>,
 }
 
@@ -81,10 +81,10 @@ impl GenerationRequest {
 }
 
 impl<'m> Generator<'m> {
-    /// An empty generator over `model`.
-    pub fn new(model: &'m LoadedModel) -> Self {
+    /// An empty generator over `model` (a `&LoadedModel` or a [`ModelView`]).
+    pub fn new(model: impl Into<ModelView<'m>>) -> Self {
         Self {
-            model,
+            model: model.into(),
             active: Vec::new(),
         }
     }
@@ -237,8 +237,8 @@ impl<'m> Generator<'m> {
 
 /// Generates `n` samples for each request and returns them grouped per request, in
 /// sample order.
-pub fn generate(
-    model: &LoadedModel,
+pub fn generate<'m>(
+    model: impl Into<ModelView<'m>>,
     reqs: &[GenerationRequest],
 ) -> Result<Vec<Vec<Generated>>, ModelError> {
     let mut g = Generator::new(model);

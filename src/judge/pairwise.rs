@@ -7,7 +7,7 @@ use super::pair::Pair;
 use super::prompt::{Order, PromptBuilder};
 use super::template::JudgeTemplate;
 use super::verdict::{OrderProbs, PrincipleVerdict, Verdict};
-use self_judge_model::LoadedModel;
+use self_judge_model::ModelView;
 
 /// Executes judge prompts: returns P(` A`) and P(` B`) at the last position of each.
 pub trait Scorer {
@@ -38,11 +38,12 @@ impl Judge {
     /// Sets up a judge for `model` from a config. Fails when no chat template is
     /// available, when ` A`/` B` are not single tokens, or when configured ids disagree
     /// with the tokenizer (unless forced).
-    pub fn new(
-        model: &LoadedModel,
+    pub fn new<'m>(
+        model: impl Into<ModelView<'m>>,
         cfg: &JudgeConfig,
         opts: &JudgeOptions,
     ) -> Result<Self, JudgeError> {
+        let model = model.into();
         let template = match &opts.principles {
             Some(names) => cfg.template.restrict(names)?,
             None => cfg.template.clone(),

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use super::batch::PackedBatch;
 use super::flash::VarlenLens;
 use super::kv::KvCache;
-use super::ops::{softmax_differentiable, OpsMode};
+use super::ops::{softmax_differentiable, Pass};
 use super::{ModelError, Result};
 
 /// Additive mask `[n, past + n]`: new token j (absolute position past + j) sees key
@@ -77,7 +77,7 @@ pub fn attend(
     k: &Tensor,
     v: &Tensor,
     mask: Option<&Tensor>,
-    mode: OpsMode,
+    pass: Pass,
 ) -> Result<Tensor> {
     let (n, hq, d) = q.dims3()?;
     let (total, hkv, _) = k.dims3()?;
@@ -99,9 +99,10 @@ pub fn attend(
     }
     let in_dtype = scores.dtype();
     let scores = scores.to_dtype(DType::F32)?;
-    let probs = match mode {
-        OpsMode::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
-        OpsMode::Differentiable => softmax_differentiable(&scores)?,
+    let probs = if pass.differentiable() {
+        softmax_differentiable(&scores)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores)?
     }
     .to_dtype(in_dtype)?;
     let out = probs.matmul(&vt)?; // [hkv, groups*n, d]
@@ -126,14 +127,14 @@ pub fn attend_batched(
     v: &Tensor,
     (past, window): (usize, Option<usize>),
     masks: &mut Masks,
-    mode: OpsMode,
+    pass: Pass,
     fused: bool,
 ) -> Result<Tensor> {
     let (b, n, hq, d) = q.dims4()?;
     let (_, total, hkv, _) = k.dims4()?;
     let groups = hq / hkv;
     let scale = 1.0 / (d as f64).sqrt();
-    let fused = fused && mode == OpsMode::Fused && super::fused::supported(q.dtype());
+    let fused = fused && !pass.differentiable() && super::fused::supported(q.dtype());
     let q = if fused { q.clone() } else { (q * scale)? };
     // [b, tokens, heads, d] <-> [b, heads, tokens, d], contiguous.
     let heads_first = |x: &Tensor| -> Result<Tensor> {
@@ -164,9 +165,9 @@ pub fn attend_batched(
             None => scores,
         };
         let s32 = scores.to_dtype(DType::F32)?;
-        match mode {
-            OpsMode::Fused => candle_nn::ops::softmax_last_dim(&s32)?,
-            OpsMode::Differentiable => softmax_differentiable(&s32)?,
+        match pass.differentiable() {
+            false => candle_nn::ops::softmax_last_dim(&s32)?,
+            true => softmax_differentiable(&s32)?,
         }
         .to_dtype(scores.dtype())?
     };
@@ -221,7 +222,7 @@ impl std::str::FromStr for AttentionPath {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct AttentionOps {
     pub path: AttentionPath,
-    pub mode: OpsMode,
+    pub pass: Pass,
     /// The fused kernels of [`super::fused`] on the batched path (inference only).
     pub fused: bool,
 }
@@ -239,7 +240,7 @@ pub(super) struct BatchPlan<'a> {
 }
 
 /// One layer's attention over the packed batch, `[t, hq * d]`, by the path in use
-/// (in the differentiable mode `Flash` runs as `Batched`). With `caches`, each
+/// (in a training pass `Flash` runs as `Batched`). With `caches`, each
 /// sequence's new keys/values are appended first.
 pub(super) fn attend_layer(
     ops: AttentionOps,
@@ -286,7 +287,7 @@ pub(super) fn attend_layer(
                 &rows(v, hkv)?,
                 (0, window),
                 &mut plan.masks,
-                ops.mode,
+                ops.pass,
                 ops.fused,
             )?);
         }
@@ -302,7 +303,7 @@ pub(super) fn attend_layer(
             };
             outs.push(if !batched {
                 let mask = plan.masks.get(n, plan.past[i], window)?;
-                attend(&qi, &kf, &vf, mask.as_ref(), ops.mode)?
+                attend(&qi, &kf, &vf, mask.as_ref(), ops.pass)?
             } else {
                 attend_batched(
                     &qi.unsqueeze(0)?,
@@ -310,7 +311,7 @@ pub(super) fn attend_layer(
                     &vf.unsqueeze(0)?,
                     (plan.past[i], window),
                     &mut plan.masks,
-                    ops.mode,
+                    ops.pass,
                     ops.fused,
                 )?
             });
@@ -385,9 +386,9 @@ mod tests {
             hkv,
             d,
         );
-        for mode in [OpsMode::Fused, OpsMode::Differentiable] {
+        for pass in [Pass::Inference, Pass::TRAIN] {
             let mask = Masks::new(DType::F32, &dev).get(n, 0, None).unwrap();
-            let got: Vec<f32> = attend(&q, &k, &v, mask.as_ref(), mode)
+            let got: Vec<f32> = attend(&q, &k, &v, mask.as_ref(), pass)
                 .unwrap()
                 .flatten_all()
                 .unwrap()
@@ -409,19 +410,19 @@ mod tests {
         let mut masks = Masks::new(DType::F32, &dev);
         let mask = masks.get(n, past, Some(4)).unwrap();
         // Fused kernels on and off, and the differentiable form.
-        for (mode, fused) in [
-            (OpsMode::Fused, true),
-            (OpsMode::Fused, false),
-            (OpsMode::Differentiable, true),
+        for (pass, fused) in [
+            (Pass::Inference, true),
+            (Pass::Inference, false),
+            (Pass::TRAIN, true),
         ] {
-            let got = attend_batched(&q, &k, &v, (past, Some(4)), &mut masks, mode, fused).unwrap();
+            let got = attend_batched(&q, &k, &v, (past, Some(4)), &mut masks, pass, fused).unwrap();
             for i in 0..b {
                 let want = attend(
                     &q.get(i).unwrap(),
                     &k.get(i).unwrap(),
                     &v.get(i).unwrap(),
                     mask.as_ref(),
-                    mode,
+                    pass,
                 )
                 .unwrap();
                 let diff = (got.narrow(0, i * n, n).unwrap() - want)

@@ -7,13 +7,15 @@
 use candle_core::{DType, Device, Tensor};
 
 pub use super::attention::AttentionPath;
-use super::attention::{attend_layer, AttentionOps, BatchPlan, Masks};
+use super::attention::{AttentionOps, BatchPlan, Masks};
 use super::batch::PackedBatch;
 use super::config::ModelConfig;
 use super::flash::VarlenLens;
 use super::kv::KvCache;
+use super::layer::BlockInputs;
+pub use super::layer::Layer;
 use super::linear::Linear;
-use super::ops::OpsMode;
+use super::ops::Pass;
 use super::rope::Rotary;
 use super::weights::{OwnedStorage, WeightSource};
 use super::{ModelError, Result};
@@ -29,21 +31,6 @@ pub enum Output {
     Hidden,
 }
 
-/// One transformer block.
-#[derive(Debug, Clone)]
-pub struct Layer {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
-    pub input_layernorm: Tensor,
-    pub post_attention_layernorm: Tensor,
-    pub sliding_window: Option<usize>,
-}
-
 /// A loaded decoder. Cheap to clone (tensors are shared).
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -53,10 +40,9 @@ pub struct Decoder {
     pub norm: Tensor,
     pub lm_head: Linear,
     rotary: Rotary,
-    mode: OpsMode,
     attention: AttentionPath,
     /// The fused kernels of [`super::fused`] for inference on an accelerator.
-    fused: bool,
+    fused_kernels: bool,
     dtype: DType,
     device: Device,
 }
@@ -120,22 +106,20 @@ impl Decoder {
             norm,
             lm_head,
             rotary: Rotary::new(cfg, dtype, device)?,
-            mode: OpsMode::Fused,
             attention: AttentionPath::default_for(device, dtype, cfg.head_dim),
-            fused: true,
+            fused_kernels: true,
             dtype,
             device: device.clone(),
         })
     }
 
-    /// Switches between fused (inference) and differentiable (training) operations.
-    pub fn set_mode(&mut self, mode: OpsMode) {
-        self.mode = mode;
-    }
-
-    /// The current ops mode.
-    pub fn mode(&self) -> OpsMode {
-        self.mode
+    /// The same decoder without its LoRA adapters (the reference model under LoRA);
+    /// the weights are shared, not copied.
+    pub fn without_adapters(&self) -> Self {
+        let mut d = self.clone();
+        d.layers = self.layers.iter().map(Layer::without_adapters).collect();
+        d.lm_head.lora = None;
+        d
     }
 
     /// Chooses the attention path (default: [`AttentionPath::default_for`]). `Batched`
@@ -163,7 +147,7 @@ impl Decoder {
     /// RMSNorm. Off, the same math runs as candle's separate ops (for comparison in the
     /// benchmarks).
     pub fn set_fused_kernels(&mut self, on: bool) {
-        self.fused = on;
+        self.fused_kernels = on;
     }
 
     /// Activation dtype.
@@ -181,60 +165,62 @@ impl Decoder {
         self.rotary.max_positions()
     }
 
-    fn rms_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    fn rms_norm(&self, x: &Tensor, w: &Tensor, pass: Pass) -> Result<Tensor> {
         let eps = self.cfg.rms_norm_eps as f32;
-        Ok(match self.mode {
-            OpsMode::Fused => candle_nn::ops::rms_norm(x, w, eps)?,
-            OpsMode::Differentiable => candle_nn::ops::rms_norm_slow(x, w, eps)?,
+        Ok(if pass.differentiable() {
+            candle_nn::ops::rms_norm_slow(x, w, eps)?
+        } else {
+            candle_nn::ops::rms_norm(x, w, eps)?
         })
     }
 
     /// `(x + y, rms_norm(x + y, w))`: the residual add and the norm after it, one fused
     /// kernel on an accelerator (see [`Self::set_fused_kernels`]).
-    fn add_rms_norm(&self, x: &Tensor, y: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
-        if self.fused_on_device() && x.rank() == 2 {
+    fn add_rms_norm(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        w: &Tensor,
+        pass: Pass,
+    ) -> Result<(Tensor, Tensor)> {
+        if self.fused_on_device(pass) && x.rank() == 2 {
             return super::fused::add_rms_norm(x, y, w, self.cfg.rms_norm_eps);
         }
         let r = (x + y)?;
-        let h = self.rms_norm(&r, w)?;
+        let h = self.rms_norm(&r, w, pass)?;
         Ok((r, h))
     }
 
     /// Whether the fused kernels run: inference on an accelerator in a float dtype
     /// (on the CPU candle's own multi-threaded ops are faster than one loop).
-    fn fused_on_device(&self) -> bool {
-        self.mode == OpsMode::Fused
-            && self.fused
+    fn fused_on_device(&self, pass: Pass) -> bool {
+        !pass.differentiable()
+            && self.fused_kernels
             && !self.device.is_cpu()
             && super::fused::supported(self.dtype)
     }
 
-    /// Runs the packed batch. With `caches`, sequence i continues `caches[i]` (its
-    /// positions start at the cached length) and its new keys/values are appended.
-    pub fn forward(
+    /// Checks a batch (and its caches) and returns each sequence's cached length and
+    /// every token's position.
+    fn positions(
         &self,
         batch: &PackedBatch,
-        mut caches: Option<&mut [KvCache]>,
-        output: Output,
-    ) -> Result<Tensor> {
+        caches: Option<&[KvCache]>,
+    ) -> Result<(Vec<usize>, Vec<u32>)> {
         let n_seqs = batch.num_seqs();
         if n_seqs == 0 {
             return Err(ModelError::Input("empty batch".into()));
         }
-        if let Some(c) = caches.as_deref() {
-            if c.len() != n_seqs {
+        let past: Vec<usize> = match caches {
+            Some(c) if c.len() != n_seqs => {
                 return Err(ModelError::Input(format!(
                     "{} caches for {n_seqs} sequences",
                     c.len()
-                )));
+                )))
             }
-        }
-        let mut past = vec![0usize; n_seqs];
-        if let Some(c) = caches.as_deref() {
-            for (p, c) in past.iter_mut().zip(c) {
-                *p = c.len();
-            }
-        }
+            Some(c) => c.iter().map(KvCache::len).collect(),
+            None => vec![0; n_seqs],
+        };
         let vocab = self.cfg.vocab_size as u32;
         if let Some(bad) = batch.tokens.iter().find(|&&t| t >= vocab) {
             return Err(ModelError::Input(format!(
@@ -252,12 +238,36 @@ impl Decoder {
             }
             positions.extend((p..end).map(|x| x as u32));
         }
+        Ok((past, positions))
+    }
+
+    /// Runs the packed batch for inference. With `caches`, sequence i continues
+    /// `caches[i]` (its positions start at the cached length) and its new keys/values
+    /// are appended.
+    pub fn forward(
+        &self,
+        batch: &PackedBatch,
+        caches: Option<&mut [KvCache]>,
+        output: Output,
+    ) -> Result<Tensor> {
+        self.forward_t(batch, caches, output, Pass::Inference)
+    }
+
+    /// Runs the packed batch in `pass` (a training pass uses only ops with a backward).
+    pub fn forward_t(
+        &self,
+        batch: &PackedBatch,
+        mut caches: Option<&mut [KvCache]>,
+        output: Output,
+        pass: Pass,
+    ) -> Result<Tensor> {
+        let (past, positions) = self.positions(batch, caches.as_deref())?;
+        let n_seqs = batch.num_seqs();
         let t = batch.num_tokens();
         let ids = Tensor::from_slice(&batch.tokens, t, &self.device)?;
         let pos = Tensor::from_vec(positions, t, &self.device)?;
         let (cos, sin) = self.rotary.tables(&pos)?;
-        let mut x = self.embed_tokens.index_select(&ids, 0)?;
-        let flash = self.attention == AttentionPath::Flash && self.mode == OpsMode::Fused;
+        let flash = self.attention == AttentionPath::Flash && !pass.differentiable();
         let mut plan = BatchPlan {
             batch,
             past: &past,
@@ -270,75 +280,56 @@ impl Decoder {
                 None
             },
         };
-        let (hq, hkv, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.num_key_value_heads,
-            self.cfg.head_dim,
-        );
+        let io = BlockInputs {
+            pass,
+            heads: (
+                self.cfg.num_attention_heads,
+                self.cfg.num_key_value_heads,
+                self.cfg.head_dim,
+            ),
+            rope: (&cos, &sin),
+            attention: AttentionOps {
+                path: self.attention,
+                pass,
+                fused: self.fused_kernels,
+            },
+            fused_silu_mul: self.fused_on_device(pass),
+        };
         let first = self
             .layers
             .first()
             .ok_or_else(|| ModelError::Config("a decoder needs at least one layer".into()))?;
-        let mut h = self.rms_norm(&x, &first.input_layernorm)?;
+        let mut x = self.embed_tokens.index_select(&ids, 0)?;
+        let mut h = self.rms_norm(&x, &first.input_layernorm, pass)?;
         for (li, layer) in self.layers.iter().enumerate() {
-            let q = layer.q_proj.forward(&h)?.reshape((t, hq, hd))?;
-            let k = layer.k_proj.forward(&h)?.reshape((t, hkv, hd))?;
-            let v = layer.v_proj.forward(&h)?.reshape((t, hkv, hd))?;
-            let (q, k) = match self.mode {
-                OpsMode::Fused => (
-                    Rotary::apply_fused(&q, &cos, &sin)?,
-                    Rotary::apply_fused(&k, &cos, &sin)?,
-                ),
-                OpsMode::Differentiable => (
-                    Rotary::apply_differentiable(&q, &cos, &sin)?,
-                    Rotary::apply_differentiable(&k, &cos, &sin)?,
-                ),
-            };
-            let ops = AttentionOps {
-                path: self.attention,
-                mode: self.mode,
-                fused: self.fused,
-            };
-            let attn = attend_layer(
-                ops,
-                li,
-                (&q, &k, &v),
-                layer.sliding_window,
-                &mut plan,
-                caches.as_deref_mut(),
-            )?;
-            (x, h) = self.add_rms_norm(
-                &x,
-                &layer.o_proj.forward(&attn)?,
-                &layer.post_attention_layernorm,
-            )?;
-            let (gate, up) = (layer.gate_proj.forward(&h)?, layer.up_proj.forward(&h)?);
-            let inner = if self.fused_on_device() {
-                super::fused::silu_mul(&gate, &up)?
-            } else {
-                (gate.silu()? * up)?
-            };
-            let mlp = layer.down_proj.forward(&inner)?;
+            let attn = layer.attention(li, &h, &io, &mut plan, caches.as_deref_mut())?;
+            (x, h) = self.add_rms_norm(&x, &attn, &layer.post_attention_layernorm, pass)?;
+            let mlp = layer.mlp(&h, &io)?;
             match self.layers.get(li + 1) {
-                Some(next) => (x, h) = self.add_rms_norm(&x, &mlp, &next.input_layernorm)?,
+                Some(next) => (x, h) = self.add_rms_norm(&x, &mlp, &next.input_layernorm, pass)?,
                 None => x = (x + mlp)?,
             }
         }
+        self.head(&x, batch, output, pass)
+    }
+
+    /// The final norm and, for logits, the LM head (only at the positions asked for).
+    fn head(&self, x: &Tensor, batch: &PackedBatch, output: Output, pass: Pass) -> Result<Tensor> {
         match output {
             Output::LastLogits => {
                 let last: Vec<u32> = batch.cu_seqlens[1..]
                     .iter()
                     .map(|&e| e as u32 - 1)
                     .collect();
-                let idx = Tensor::from_vec(last, n_seqs, &self.device)?;
-                let h = self.rms_norm(&x.index_select(&idx, 0)?, &self.norm)?;
-                Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+                let idx = Tensor::from_vec(last, batch.num_seqs(), &self.device)?;
+                let h = self.rms_norm(&x.index_select(&idx, 0)?, &self.norm, pass)?;
+                Ok(self.lm_head.forward_t(&h, pass)?.to_dtype(DType::F32)?)
             }
             Output::AllLogits => {
-                let h = self.rms_norm(&x, &self.norm)?;
-                Ok(self.lm_head.forward(&h)?.to_dtype(DType::F32)?)
+                let h = self.rms_norm(x, &self.norm, pass)?;
+                Ok(self.lm_head.forward_t(&h, pass)?.to_dtype(DType::F32)?)
             }
-            Output::Hidden => self.rms_norm(&x, &self.norm),
+            Output::Hidden => self.rms_norm(x, &self.norm, pass),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Linear projections over dense or GGUF-quantized weights, with an optional LoRA
 //! adapter so that training can reuse the inference decoder unchanged.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
@@ -9,6 +9,7 @@ use candle_core::{Module, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::ops::Pass;
 use super::Result;
 
 /// Where a projection's weight lives.
@@ -20,8 +21,9 @@ pub enum LinearWeight {
     Quantized(QMatMul),
 }
 
-/// A low-rank adapter `x · Aᵀ · Bᵀ · scale` added to a projection. `enabled` is shared by
-/// all adapters of one model so the reference pass can switch them off together.
+/// A low-rank adapter `x · Aᵀ · Bᵀ · scale` added to a projection. The model without
+/// its adapters (the reference under LoRA) is a copy with them removed
+/// ([`super::Decoder::without_adapters`]): no switch is shared between the two.
 #[derive(Debug, Clone)]
 pub struct Lora {
     /// `[r, in]`.
@@ -29,7 +31,6 @@ pub struct Lora {
     /// `[out, r]`.
     pub b: Tensor,
     pub scale: f64,
-    pub enabled: Arc<AtomicBool>,
     pub dropout: Option<LoraDropout>,
 }
 
@@ -42,13 +43,11 @@ pub struct LoraDropout {
     pub seed: u64,
     /// Masks drawn so far, shared by all adapters of a model.
     pub counter: Arc<AtomicU64>,
-    /// Dropout applies only while this is set (training), never at inference.
-    pub training: Arc<AtomicBool>,
 }
 
 impl LoraDropout {
     fn apply(&self, xs: &Tensor) -> Result<Tensor> {
-        if self.p <= 0.0 || !self.training.load(Ordering::Relaxed) {
+        if self.p <= 0.0 {
             return Ok(xs.clone());
         }
         let k = self.counter.fetch_add(1, Ordering::Relaxed);
@@ -86,8 +85,14 @@ impl Linear {
         }
     }
 
-    /// Applies the projection to `[T, in]` (or any leading dims).
+    /// Applies the projection to `[T, in]` (or any leading dims), as at inference.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.forward_t(xs, Pass::Inference)
+    }
+
+    /// Applies the projection in `pass`: LoRA dropout only in a training pass that
+    /// asks for it.
+    pub fn forward_t(&self, xs: &Tensor, pass: Pass) -> Result<Tensor> {
         let mut y = match &self.weight {
             LinearWeight::Dense(w) if xs.rank() == 2 => xs.matmul(&w.t()?)?,
             LinearWeight::Dense(w) => xs.broadcast_matmul(&w.t()?)?,
@@ -102,14 +107,12 @@ impl Linear {
             y = y.broadcast_add(b)?;
         }
         if let Some(l) = &self.lora {
-            if l.enabled.load(Ordering::Relaxed) {
-                let x = match &l.dropout {
-                    Some(d) => d.apply(xs)?,
-                    None => xs.clone(),
-                };
-                let low = x.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
-                y = (y + (low * l.scale)?)?;
-            }
+            let x = match &l.dropout {
+                Some(d) if pass.dropout() => d.apply(xs)?,
+                _ => xs.clone(),
+            };
+            let low = x.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
+            y = (y + (low * l.scale)?)?;
         }
         Ok(y)
     }

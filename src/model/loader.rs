@@ -209,4 +209,39 @@ impl LoadedModel {
             ))
         })
     }
+
+    /// The parts judging and generation read.
+    pub fn view(&self) -> ModelView<'_> {
+        self.into()
+    }
+}
+
+/// What judging and generation need of a model, borrowed: a loaded checkpoint gives
+/// one ([`LoadedModel::view`]), and training builds one from the decoder it trains.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelView<'a> {
+    pub decoder: &'a Decoder,
+    pub tokenizer: &'a TextTokenizer,
+    pub chat_template: Option<&'a ChatTemplate>,
+}
+
+impl<'a> From<&'a LoadedModel> for ModelView<'a> {
+    fn from(m: &'a LoadedModel) -> Self {
+        Self {
+            decoder: &m.decoder,
+            tokenizer: &m.tokenizer,
+            chat_template: m.chat_template.as_ref(),
+        }
+    }
+}
+
+impl ModelView<'_> {
+    /// The chat template, or an error when the model has none.
+    pub fn chat_template(&self) -> Result<&ChatTemplate> {
+        self.chat_template.ok_or_else(|| {
+            ModelError::Config(
+                "the model has no chat template; give one in the config (templates.chat)".into(),
+            )
+        })
+    }
 }

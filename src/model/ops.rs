@@ -1,16 +1,36 @@
-//! The choice between fused kernels and differentiable primitives, shared by the
-//! decoder and attention.
+//! How a forward pass runs (serving or training), shared by the decoder, attention and
+//! the projections.
 
 use candle_core::{Tensor, D};
 
 use super::error::Result;
 
-/// Which implementation of norm, rotary and softmax to use. The fused kernels are
-/// faster but have no backward pass, so training selects the differentiable ones.
+/// What a forward pass is for, given to every forward explicitly (as `forward_t(xs,
+/// train)` in candle): serving uses candle's fast norm, rotary and softmax kernels (and
+/// our fused kernels where enabled), which have no backward pass; training uses
+/// differentiable compositions of primitives, and may apply LoRA dropout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpsMode {
-    Fused,
-    Differentiable,
+pub enum Pass {
+    Inference,
+    Train {
+        /// Apply the adapters' dropout (`lora_dropout`) to their inputs.
+        dropout: bool,
+    },
+}
+
+impl Pass {
+    /// A training pass without dropout (reference log-probabilities, gradient checks).
+    pub const TRAIN: Self = Self::Train { dropout: false };
+
+    /// Whether every op must have a backward pass.
+    pub fn differentiable(self) -> bool {
+        matches!(self, Self::Train { .. })
+    }
+
+    /// Whether LoRA dropout applies.
+    pub fn dropout(self) -> bool {
+        matches!(self, Self::Train { dropout: true })
+    }
 }
 
 /// Numerically stable softmax over the last dim built from differentiable primitives;

@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use super::config::{ModelConfig, RopeScaling};
+use super::ops::Pass;
 use super::Result;
 
 /// Precomputed cos/sin tables indexed by absolute position.
@@ -92,6 +93,16 @@ impl Rotary {
             self.cos.index_select(positions, 0)?,
             self.sin.index_select(positions, 0)?,
         ))
+    }
+
+    /// Rotates `[T, heads, d]` by the tables of [`Self::tables`], by the kernel that fits
+    /// `pass` (candle's has no backward).
+    pub fn apply(xs: &Tensor, cos: &Tensor, sin: &Tensor, pass: Pass) -> Result<Tensor> {
+        if pass.differentiable() {
+            Self::apply_differentiable(xs, cos, sin)
+        } else {
+            Self::apply_fused(xs, cos, sin)
+        }
     }
 
     /// Rotates `xs` of shape `[T, heads, head_dim]` with the fused kernel (no backward).

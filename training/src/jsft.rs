@@ -15,6 +15,7 @@ use crate::data::jsft::{BuildStats, JsftBuilder};
 use crate::loss::{lm_loss, Example};
 use crate::model::TrainModel;
 use crate::trainer::{Finish, Loop, RunOptions};
+use self_judge_model::Pass;
 
 /// Reads a JSONL file; an invalid line is an error naming it.
 pub fn read_jsonl(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
@@ -185,9 +186,8 @@ pub fn train(
         run.group_examples(2)?;
     }
     let micro_size = cfg.training.per_device_train_batch_size;
-    if let Some(l) = &model.lora {
-        l.set_training(true);
-    }
+    // LoRA dropout (`lora_dropout`) applies to the training passes only.
+    let pass = Pass::Train { dropout: true };
     for step in run.steps() {
         if let Some(f) = run.stop_before(step)? {
             return Ok(f);
@@ -201,7 +201,7 @@ pub fn train(
         let mut value = 0.0;
         let mut grads: Option<GradStore> = None;
         for micro in batch.chunks(micro_size) {
-            let l = lm_loss(&model.decoder, micro, targets)?;
+            let l = lm_loss(&model.decoder, micro, targets, pass)?;
             value += l.to_scalar::<f32>()? as f64;
             let g = l.backward()?;
             grads = Some(match grads {
@@ -213,9 +213,6 @@ pub fn train(
         let mut grads = grads.expect("at least one micro-batch");
         run.update(step, &mut grads, &[("loss", value)])?;
         run.maybe_save()?;
-    }
-    if let Some(l) = &model.lora {
-        l.set_training(false);
     }
     run.finish()
 }

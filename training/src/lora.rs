@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -82,8 +82,6 @@ pub struct Adapters {
     pub spec: LoraSpec,
     /// Trainable `A`/`B` matrices by PEFT key, in a fixed order.
     pub vars: Vec<(String, Var)>,
-    enabled: Arc<AtomicBool>,
-    training: Arc<AtomicBool>,
     counter: Arc<AtomicU64>,
 }
 
@@ -118,8 +116,6 @@ pub fn module_path(i: usize, module: &str) -> String {
 impl Adapters {
     /// Attaches fresh adapters (A random from `seed`, B zero) to every target module.
     pub fn attach(decoder: &mut Decoder, spec: LoraSpec, seed: u64) -> anyhow::Result<Self> {
-        let enabled = Arc::new(AtomicBool::new(true));
-        let training = Arc::new(AtomicBool::new(false));
         let counter = Arc::new(AtomicU64::new(0));
         let mut rng = StdRng::seed_from_u64(seed ^ 0x4C6F_5241);
         let mut vars = Vec::new();
@@ -137,13 +133,11 @@ impl Adapters {
                     p: spec.dropout as f32,
                     seed,
                     counter: counter.clone(),
-                    training: training.clone(),
                 });
                 linear.lora = Some(Lora {
                     a: a.as_tensor().clone(),
                     b: b.as_tensor().clone(),
                     scale: spec.scale(),
-                    enabled: enabled.clone(),
                     dropout,
                 });
                 let key = format!("base_model.model.{}", module_path(i, module));
@@ -154,20 +148,8 @@ impl Adapters {
         Ok(Self {
             spec,
             vars,
-            enabled,
-            training,
             counter,
         })
-    }
-
-    /// Switches every adapter on or off (off = the base model, used as the reference).
-    pub fn set_enabled(&self, on: bool) {
-        self.enabled.store(on, Ordering::Relaxed);
-    }
-
-    /// Dropout applies only while training.
-    pub fn set_training(&self, on: bool) {
-        self.training.store(on, Ordering::Relaxed);
     }
 
     /// Dropout masks drawn so far (saved for resume).

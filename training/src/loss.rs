@@ -2,7 +2,7 @@
 //! log-probabilities (for DPO).
 
 use candle_core::{Tensor, D};
-use self_judge_model::{Decoder, Output, PackedBatch};
+use self_judge_model::{Decoder, Output, PackedBatch, Pass};
 
 /// Label value that is not learned (HF's ignore index).
 pub const IGNORE: i64 = -100;
@@ -24,12 +24,14 @@ impl Example {
 
 /// Sum of the token log-likelihoods of every learned label of each sequence, as a
 /// `[n_seqs]` tensor (differentiable), plus the number of targets per sequence. Only the
-/// positions that predict a label go through the LM head.
+/// positions that predict a label go through the LM head. `pass` is a training pass
+/// (with or without LoRA dropout).
 pub fn sequence_logps(
     dec: &Decoder,
     examples: &[&Example],
+    pass: Pass,
 ) -> anyhow::Result<(Tensor, Vec<usize>)> {
-    let (sums, counts, _) = sequence_stats(dec, examples)?;
+    let (sums, counts, _) = sequence_stats(dec, examples, pass)?;
     Ok((sums, counts))
 }
 
@@ -38,10 +40,11 @@ pub fn sequence_logps(
 pub fn sequence_stats(
     dec: &Decoder,
     examples: &[&Example],
+    pass: Pass,
 ) -> anyhow::Result<(Tensor, Vec<usize>, Vec<f32>)> {
     let seqs: Vec<&[u32]> = examples.iter().map(|e| e.input_ids.as_slice()).collect();
     let batch = PackedBatch::new(&seqs)?;
-    let hidden = dec.forward(&batch, None, Output::Hidden)?;
+    let hidden = dec.forward_t(&batch, None, Output::Hidden, pass)?;
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     let mut owner = Vec::new();
@@ -72,7 +75,10 @@ pub fn sequence_stats(
     }
     let n = rows.len();
     let h = hidden.index_select(&Tensor::from_vec(rows, n, dev)?, 0)?;
-    let logits = dec.lm_head.forward(&h)?.to_dtype(candle_core::DType::F32)?;
+    let logits = dec
+        .lm_head
+        .forward_t(&h, pass)?
+        .to_dtype(candle_core::DType::F32)?;
     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let picked = logp
         .gather(&Tensor::from_vec(targets, (n, 1), dev)?, 1)?
@@ -94,7 +100,12 @@ pub fn sequence_stats(
 
 /// Mean negative log-likelihood over `denominator` targets (the number of targets in
 /// the whole accumulated batch, so micro-batches add up to the HF loss).
-pub fn lm_loss(dec: &Decoder, examples: &[&Example], denominator: usize) -> anyhow::Result<Tensor> {
-    let (sums, _) = sequence_logps(dec, examples)?;
+pub fn lm_loss(
+    dec: &Decoder,
+    examples: &[&Example],
+    denominator: usize,
+    pass: Pass,
+) -> anyhow::Result<Tensor> {
+    let (sums, _) = sequence_logps(dec, examples, pass)?;
     Ok((sums.sum_all()? * (-1.0 / denominator.max(1) as f64))?)
 }

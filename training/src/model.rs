@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use self_judge_model::adapter::{LoraAdapter, MergedSource};
 use self_judge_model::gguf::GgufFile;
 use self_judge_model::weights::{SafetensorsSource, WeightSource};
-use self_judge_model::{Decoder, ModelConfig, OpsMode};
+use self_judge_model::{Decoder, ModelConfig};
 use self_judge_tokenizer::TextTokenizer;
 
 use crate::lora::{Adapters, LoraSpec};
@@ -132,7 +132,6 @@ impl TrainModel {
         if let Some(m) = merged {
             m.finish()?;
         }
-        decoder.set_mode(OpsMode::Differentiable);
         let (vars, lora) = match lora {
             None => (vars, None),
             Some((spec, seed)) => {
@@ -164,17 +163,9 @@ impl TrainModel {
         }
     }
 
-    /// Runs `f` with the adapters switched off (the reference model under LoRA); without
-    /// LoRA it simply runs `f`.
-    pub fn without_adapters<T>(&self, f: impl FnOnce() -> T) -> T {
-        if let Some(a) = &self.lora {
-            a.set_enabled(false);
-            let out = f();
-            a.set_enabled(true);
-            out
-        } else {
-            f()
-        }
+    /// The base model under LoRA (the decoder without its adapters, weights shared).
+    pub fn without_adapters(&self) -> Decoder {
+        self.decoder.without_adapters()
     }
 
     /// Number of trainable scalars.

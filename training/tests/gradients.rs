@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Var};
 use self_judge_model::weights::SafetensorsSource;
-use self_judge_model::{seeded_randn, ModelConfig, Output, PackedBatch};
+use self_judge_model::{seeded_randn, ModelConfig, Output, PackedBatch, Pass};
 use self_judge_tokenizer::TextTokenizer;
 use training::loss::{lm_loss, Example, IGNORE};
 use training::model::TrainModel;
@@ -49,7 +49,7 @@ fn examples() -> Vec<Example> {
 fn loss_value(m: &TrainModel, ex: &[Example]) -> f64 {
     let refs: Vec<&Example> = ex.iter().collect();
     let n = ex.iter().map(Example::num_targets).sum();
-    lm_loss(&m.decoder, &refs, n)
+    lm_loss(&m.decoder, &refs, n, Pass::TRAIN)
         .unwrap()
         .to_scalar::<f32>()
         .unwrap() as f64
@@ -62,7 +62,10 @@ fn every_weight_gets_a_nonzero_gradient() {
         let ex = examples();
         let refs: Vec<&Example> = ex.iter().collect();
         let n = ex.iter().map(Example::num_targets).sum();
-        let grads = lm_loss(&m.decoder, &refs, n).unwrap().backward().unwrap();
+        let grads = lm_loss(&m.decoder, &refs, n, Pass::TRAIN)
+            .unwrap()
+            .backward()
+            .unwrap();
         assert!(m.vars.len() > 10);
         for (wname, v) in &m.vars {
             let g = grads
@@ -89,7 +92,10 @@ fn gradients_match_finite_differences() {
     let ex = examples();
     let refs: Vec<&Example> = ex.iter().collect();
     let n = ex.iter().map(Example::num_targets).sum();
-    let grads = lm_loss(&m.decoder, &refs, n).unwrap().backward().unwrap();
+    let grads = lm_loss(&m.decoder, &refs, n, Pass::TRAIN)
+        .unwrap()
+        .backward()
+        .unwrap();
     let probes = [
         ("model.embed_tokens.weight", 37 * 64 + 3),
         ("model.layers.0.self_attn.q_proj.weight", 5),
@@ -136,14 +142,13 @@ fn gradients_match_finite_differences() {
 #[test]
 fn differentiable_forward_equals_inference_forward() {
     let m = load("tiny-llama");
-    let mut inference = m.decoder.clone();
-    inference.set_mode(self_judge_model::OpsMode::Fused);
+    let inference = m.decoder.clone();
     let ex = examples();
     let seqs: Vec<&[u32]> = ex.iter().map(|e| e.input_ids.as_slice()).collect();
     let b = PackedBatch::new(&seqs).unwrap();
     let x: Vec<Vec<f32>> = m
         .decoder
-        .forward(&b, None, Output::AllLogits)
+        .forward_t(&b, None, Output::AllLogits, Pass::TRAIN)
         .unwrap()
         .to_vec2()
         .unwrap();
@@ -186,7 +191,10 @@ fn every_lora_matrix_gets_a_gradient_and_base_weights_stay_frozen() {
     let ex = examples();
     let refs: Vec<&Example> = ex.iter().collect();
     let n = ex.iter().map(Example::num_targets).sum();
-    let grads = lm_loss(&m.decoder, &refs, n).unwrap().backward().unwrap();
+    let grads = lm_loss(&m.decoder, &refs, n, Pass::TRAIN)
+        .unwrap()
+        .backward()
+        .unwrap();
     for (name, v) in &m.vars {
         let g = grads
             .get(v.as_tensor())

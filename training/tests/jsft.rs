@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use self_judge_model::{LoadOptions, LoadedModel, OpsMode};
+use self_judge_model::{LoadOptions, LoadedModel};
 use self_judge_tokenizer::ChatTemplate;
 use training::checkpoint::Checkpoint;
 use training::config::{Role, TrainConfig};
@@ -102,8 +102,7 @@ fn saved_checkpoint_reproduces_the_trained_logits() {
         .unwrap();
     let chat_t = judge.chat_template.clone().unwrap();
     train(&model, &examples, &cfg, &chat_t, &Default::default()).unwrap();
-    let mut trained = model.decoder.clone();
-    trained.set_mode(OpsMode::Fused);
+    let trained = model.decoder.clone();
     let prompt = model
         .tokenizer
         .encode("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n", false)

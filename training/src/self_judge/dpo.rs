@@ -5,19 +5,23 @@ use candle_core::Tensor;
 use super::loss::{dpo_terms, BatchStats};
 use super::onpolicy::OnPolicy;
 use crate::loss::{sequence_stats, Example};
+use self_judge_model::Pass;
 
 /// The DPO loss of (chosen, rejected) sequence pairs: returns the SUM of the per-pair
-/// losses (differentiable) and the batch's statistics.
+/// losses (differentiable) and the batch's statistics. `dropout`: the policy's pass
+/// applies LoRA dropout (a training step; never for evaluation or the reference).
 pub fn dpo_batch(
     op: &OnPolicy,
     chosen: &[Example],
     rejected: &[Example],
+    dropout: bool,
 ) -> anyhow::Result<(Tensor, BatchStats)> {
     let args = &op.args;
     let n = chosen.len();
     let all: Vec<&Example> = chosen.iter().chain(rejected).collect();
-    let (policy, counts, policy_logits) = sequence_stats(&op.model.decoder, &all)?;
-    let (reference, _, reference_logits) = op.as_reference_train(|d| sequence_stats(d, &all))?;
+    let (policy, counts, policy_logits) =
+        sequence_stats(&op.model.decoder, &all, Pass::Train { dropout })?;
+    let (reference, _, reference_logits) = sequence_stats(op.reference(), &all, Pass::TRAIN)?;
     let (policy, reference) = if args.average_log_prob {
         let c: Vec<f32> = counts.iter().map(|&c| 1.0 / c.max(1) as f32).collect();
         let c = Tensor::from_vec(c, 2 * n, policy.device())?;

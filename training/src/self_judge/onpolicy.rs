@@ -7,7 +7,7 @@ use self_judge_engine::sampling::SamplingParams;
 use self_judge_engine::scorer::DirectScorer;
 use self_judge_judge::verdict::{Side, Verdict};
 use self_judge_judge::{Judge, JudgeConfig, JudgeOptions, Pair};
-use self_judge_model::{Decoder, LoadedModel, OpsMode, WeightFormat};
+use self_judge_model::{Decoder, ModelView};
 use self_judge_tokenizer::ChatTemplate;
 
 use crate::config::self_judge_args::SelfJudgeArgs;
@@ -41,30 +41,14 @@ impl JudgedPair {
 /// The policy (sampling), the reference (judging, reference log-probs) and the judge.
 pub struct OnPolicy<'a> {
     pub model: &'a TrainModel,
-    /// Inference-mode views: the policy shares the trained weights (updates are seen),
-    /// the reference is a frozen copy under full fine-tuning or the same network with
-    /// the adapters switched off under LoRA.
-    policy: LoadedModel,
-    reference: Option<LoadedModel>,
-    /// The frozen reference in training mode (full fine-tuning), for reference
-    /// log-probabilities computed exactly as the policy's.
-    reference_train: Option<&'a Decoder>,
+    /// The judge and reference: the frozen copy under full fine-tuning, or the trained
+    /// network without its adapters under LoRA (base weights shared, never trained).
+    /// The policy is `model.decoder` itself, so sampling sees every update.
+    reference: Decoder,
+    chat: ChatTemplate,
     pub judge: Judge,
     /// The run's settings, `max_length` limited to the model's context.
     pub args: SelfJudgeArgs,
-}
-
-fn view(decoder: &Decoder, model: &TrainModel, chat: &ChatTemplate) -> LoadedModel {
-    let mut decoder = decoder.clone();
-    decoder.set_mode(OpsMode::Fused);
-    LoadedModel {
-        decoder,
-        tokenizer: model.tokenizer.clone(),
-        chat_template: Some(chat.clone()),
-        format: WeightFormat::Safetensors,
-        path: Default::default(),
-        adapter: None,
-    }
 }
 
 impl<'a> OnPolicy<'a> {
@@ -80,10 +64,17 @@ impl<'a> OnPolicy<'a> {
             reference.is_some() != model.lora.is_some(),
             "a frozen reference is needed exactly when training without LoRA"
         );
-        let policy = view(&model.decoder, model, chat);
-        let reference_view = reference.map(|d| view(d, model, chat));
+        let reference = match reference {
+            Some(d) => d.clone(),
+            None => model.without_adapters(),
+        };
+        let view = ModelView {
+            decoder: &reference,
+            tokenizer: &model.tokenizer,
+            chat_template: Some(chat),
+        };
         let judge = Judge::new(
-            reference_view.as_ref().unwrap_or(&policy),
+            view,
             judge_cfg,
             &JudgeOptions {
                 max_length: Some(args.max_length),
@@ -92,28 +83,26 @@ impl<'a> OnPolicy<'a> {
         )?;
         Ok(Self {
             model,
-            policy,
-            reference: reference_view,
-            reference_train: reference,
+            reference,
+            chat: chat.clone(),
             judge,
             args: args.clone(),
         })
     }
 
-    /// Runs `f` on the reference model in inference mode (judging).
-    pub fn as_reference<T>(&self, f: impl FnOnce(&Decoder) -> T) -> T {
-        match &self.reference {
-            Some(r) => f(&r.decoder),
-            None => self.model.without_adapters(|| f(&self.policy.decoder)),
-        }
+    /// The reference model: the judge, and the reference log-probabilities (computed
+    /// in a training pass, by the same ops as the policy's, so the two agree exactly at
+    /// the start).
+    pub fn reference(&self) -> &Decoder {
+        &self.reference
     }
 
-    /// Runs `f` on the reference model in training mode (reference log-probabilities,
-    /// computed by the same ops as the policy's so they agree exactly at the start).
-    pub fn as_reference_train<T>(&self, f: impl FnOnce(&Decoder) -> T) -> T {
-        match self.reference_train {
-            Some(d) => f(d),
-            None => self.model.without_adapters(|| f(&self.model.decoder)),
+    /// The policy as generation reads it.
+    fn policy(&self) -> ModelView<'_> {
+        ModelView {
+            decoder: &self.model.decoder,
+            tokenizer: &self.model.tokenizer,
+            chat_template: Some(&self.chat),
         }
     }
 
@@ -123,7 +112,7 @@ impl<'a> OnPolicy<'a> {
         let mut ids = self.model.tokenizer.encode(query, true)?;
         let room = query_room(
             self.args.max_length,
-            self.policy.decoder.max_positions(),
+            self.model.decoder.max_positions(),
             self.args.max_new_tokens,
         );
         if ids.len() > room {
@@ -153,7 +142,7 @@ impl<'a> OnPolicy<'a> {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let out = generate(&self.policy, &reqs)?;
+        let out = generate(self.policy(), &reqs)?;
         Ok(out
             .into_iter()
             .map(|g| {
@@ -180,14 +169,12 @@ impl<'a> OnPolicy<'a> {
                 response_b: s[1].1.clone(),
             })
             .collect();
-        let verdicts = self.as_reference(|dec| {
-            let scorer = DirectScorer {
-                decoder: dec,
-                token_ids: self.judge.token_ids,
-                max_batch_tokens: self.args.judge_batch_size * self.args.max_length,
-            };
-            self.judge.judge(&pairs, &scorer)
-        })?;
+        let scorer = DirectScorer {
+            decoder: self.reference(),
+            token_ids: self.judge.token_ids,
+            max_batch_tokens: self.args.judge_batch_size * self.args.max_length,
+        };
+        let verdicts = self.judge.judge(&pairs, &scorer)?;
         Ok(samples
             .into_iter()
             .zip(verdicts)

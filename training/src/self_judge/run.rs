@@ -158,7 +158,7 @@ fn evaluate(
             chosen.push(op.text_sequence(&r.query, &r.chosen)?);
             rejected.push(op.text_sequence(&r.query, &r.rejected)?);
         }
-        parts.push(dpo_batch(op, &chosen, &rejected)?.1);
+        parts.push(dpo_batch(op, &chosen, &rejected, false)?.1);
     }
     Ok(merge_stats(parts).metrics("eval_"))
 }
@@ -184,11 +184,6 @@ pub fn train(
         "eval_rewards/margins",
     ];
     let mut run = Loop::new(model, rows.len(), cfg, chat_template, opts, &plot)?;
-    let set_training = |on: bool| {
-        if let Some(l) = &model.lora {
-            l.set_training(on);
-        }
-    };
     let eval_entry = |run: &Loop| -> anyhow::Result<serde_json::Value> {
         let mut e = run.entry();
         for (k, v) in evaluate(op, eval_rows, cfg)? {
@@ -201,7 +196,6 @@ pub fn train(
             return Ok(f);
         }
         let batch: Vec<&SelfJudgeRow> = run.next_batch().into_iter().map(|i| &rows[i]).collect();
-        set_training(false);
         let seed = a.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let samples = op.sample(&batch, seed)?;
         let judged = op.judge_samples(&batch, samples)?;
@@ -230,12 +224,11 @@ pub fn train(
                 writeln!(w, "{line}")?;
             }
         }
-        set_training(!args.disable_dropout);
         let mut loss = None;
         let mut parts = Vec::new();
         let bs = a.per_device_train_batch_size;
         for (c, r) in chosen.chunks(bs).zip(rejected.chunks(bs)) {
-            let (sum, stats) = dpo_batch(op, c, r)?;
+            let (sum, stats) = dpo_batch(op, c, r, !args.disable_dropout)?;
             let l = (sum / batch.len() as f64)?;
             loss = Some(match loss {
                 None => l,
@@ -243,7 +236,6 @@ pub fn train(
             });
             parts.push(stats);
         }
-        set_training(false);
         let mut grads = loss.expect("at least one micro-batch").backward()?;
         let mut metrics = merge_stats(parts).metrics("");
         let consistent = judged.iter().filter(|j| j.verdict.consistent).count();

@@ -1,0 +1,99 @@
+//! One transformer block and its two halves, each a forward of its own: attention
+//! (projections, rotary, attention over the packed batch and its caches, output
+//! projection) and the gated MLP.
+
+use candle_core::Tensor;
+
+use super::attention::{attend_layer, AttentionOps, BatchPlan};
+use super::kv::KvCache;
+use super::linear::Linear;
+use super::ops::Pass;
+use super::rope::Rotary;
+use super::Result;
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+    pub input_layernorm: Tensor,
+    pub post_attention_layernorm: Tensor,
+    pub sliding_window: Option<usize>,
+}
+
+/// What one forward pass tells every block: the pass, the head layout, the rotary
+/// tables of the batch's positions, and how attention and the MLP run.
+pub(super) struct BlockInputs<'a> {
+    pub pass: Pass,
+    /// (query heads, key/value heads, head dim).
+    pub heads: (usize, usize, usize),
+    pub rope: (&'a Tensor, &'a Tensor),
+    pub attention: AttentionOps,
+    /// SiLU·up as one fused kernel (inference on an accelerator).
+    pub fused_silu_mul: bool,
+}
+
+impl Layer {
+    /// The attention half of layer `li` on the normed input `h` (`[t, hidden]`); with
+    /// `caches`, each sequence's new keys/values are appended to its cache.
+    pub(super) fn attention(
+        &self,
+        li: usize,
+        h: &Tensor,
+        io: &BlockInputs,
+        plan: &mut BatchPlan,
+        caches: Option<&mut [KvCache]>,
+    ) -> Result<Tensor> {
+        let t = h.dim(0)?;
+        let (hq, hkv, hd) = io.heads;
+        let (cos, sin) = io.rope;
+        let q = self.q_proj.forward_t(h, io.pass)?.reshape((t, hq, hd))?;
+        let k = self.k_proj.forward_t(h, io.pass)?.reshape((t, hkv, hd))?;
+        let v = self.v_proj.forward_t(h, io.pass)?.reshape((t, hkv, hd))?;
+        let q = Rotary::apply(&q, cos, sin, io.pass)?;
+        let k = Rotary::apply(&k, cos, sin, io.pass)?;
+        let attn = attend_layer(
+            io.attention,
+            li,
+            (&q, &k, &v),
+            self.sliding_window,
+            plan,
+            caches,
+        )?;
+        self.o_proj.forward_t(&attn, io.pass)
+    }
+
+    /// The MLP half on the normed input `h`: `down(silu(gate(h)) · up(h))`.
+    pub(super) fn mlp(&self, h: &Tensor, io: &BlockInputs) -> Result<Tensor> {
+        let gate = self.gate_proj.forward_t(h, io.pass)?;
+        let up = self.up_proj.forward_t(h, io.pass)?;
+        let inner = if io.fused_silu_mul {
+            super::fused::silu_mul(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        self.down_proj.forward_t(&inner, io.pass)
+    }
+
+    /// The same block without LoRA adapters.
+    pub fn without_adapters(&self) -> Self {
+        let mut l = self.clone();
+        for p in [
+            &mut l.q_proj,
+            &mut l.k_proj,
+            &mut l.v_proj,
+            &mut l.o_proj,
+            &mut l.gate_proj,
+            &mut l.up_proj,
+            &mut l.down_proj,
+        ] {
+            p.lora = None;
+        }
+        l
+    }
+}
