@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/fetch-smollm2.sh >/dev/null
+# The official client libraries tests/clients.rs drives the server with.
+SELF_JUDGE_CLIENT_PYTHON="$(scripts/client-venv.sh)"
+export SELF_JUDGE_CLIENT_PYTHON
 # The layering: no import cycle between our files or top-level modules.
 python3 scripts/check_cycles.py --self-test
 python3 scripts/check_cycles.py

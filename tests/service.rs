@@ -164,6 +164,7 @@ async fn work_is_admitted_whole_or_refused_before_any_compute() {
             prompt: Prompt::Text("Hello".into()),
             context: None,
             n: 4,
+            keep: 1,
             sampling: SamplingRequest::default(),
             seed: Some(1),
             principles: None,
@@ -259,6 +260,7 @@ async fn best_of_n_is_generation_then_a_tournament_over_it() {
             prompt: Prompt::Chat(messages.clone()),
             context: None,
             n: 4,
+            keep: 1,
             sampling: sampling.clone(),
             seed: Some(3),
             principles: None,
@@ -284,6 +286,6 @@ async fn best_of_n_is_generation_then_a_tournament_over_it() {
         .tournament(&[context], &[texts], Some(3), None)
         .await
         .unwrap();
-    assert_eq!(manual[0].winner_index, best.tournament.winner_index);
+    assert_eq!(manual[0].winner_index, best.tournaments[0].winner_index);
     assert_eq!(manual[0].bracket.rounds.len(), 2);
 }

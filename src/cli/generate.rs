@@ -59,6 +59,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         max_new_tokens: args.max_new_tokens,
         stop: args.stop,
+        logprobs: None,
     };
     let req = GenerationRequest {
         request: 0,

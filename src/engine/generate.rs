@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 use serde::Serialize;
 
-use super::sampling::{Sampler, SamplingParams};
+use super::sampling::{token_logprob, Sampler, SamplingParams, TokenLogprob};
 use self_judge_model::{KvCache, ModelError, ModelView, Output, PackedBatch};
 
 /// Why a sequence stopped.
@@ -31,6 +31,18 @@ pub struct Generated {
     pub token_ids: Vec<u32>,
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
+    /// One per token of `token_ids` when the request asked for log-probabilities.
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// A token a sequence produced in the last [`Generator::add`] or [`Generator::step`]
+/// (what a streaming client is sent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    pub request: u64,
+    pub index: usize,
+    pub token: u32,
+    pub logprob: Option<TokenLogprob>,
 }
 
 struct Sequence {
@@ -41,6 +53,7 @@ struct Sequence {
     params: SamplingParams,
     prompt_tokens: usize,
     generated: Vec<u32>,
+    logprobs: Vec<TokenLogprob>,
     /// Token produced last step, to be fed next step.
     pending: u32,
 }
@@ -49,6 +62,7 @@ struct Sequence {
 pub struct Generator<'m> {
     model: ModelView<'m>,
     active: Vec<Sequence>,
+    emitted: Vec<Emitted>,
 }
 
 /// One prompt to sample `n` continuations of.
@@ -86,7 +100,14 @@ impl<'m> Generator<'m> {
         Self {
             model: model.into(),
             active: Vec::new(),
+            emitted: Vec::new(),
         }
+    }
+
+    /// The tokens sequences produced in the last call of [`Self::add`] or [`Self::step`]
+    /// (end-of-sequence tokens are not text and are left out).
+    pub fn emitted(&self) -> &[Emitted] {
+        &self.emitted
     }
 
     /// Number of sequences still decoding.
@@ -97,6 +118,7 @@ impl<'m> Generator<'m> {
     /// Prefills all prompts in one packed forward and samples each sequence's first
     /// token. Returns the samples that finished already (one-token answers).
     pub fn add(&mut self, reqs: &[GenerationRequest]) -> Result<Vec<Generated>, ModelError> {
+        self.emitted.clear();
         if reqs.is_empty() {
             return Ok(vec![]);
         }
@@ -128,10 +150,12 @@ impl<'m> Generator<'m> {
                     params: r.params.clone(),
                     prompt_tokens: r.prompt_ids.len(),
                     generated: Vec::new(),
+                    logprobs: Vec::new(),
                     pending: 0,
                 };
                 let tok = seq.sampler.sample(&row);
-                match self.accept(&mut seq, tok)? {
+                let lp = r.params.logprobs.map(|k| token_logprob(&row, tok, k));
+                match self.accept(&mut seq, tok, lp)? {
                     Some(g) => done.push(g),
                     None => self.active.push(seq),
                 }
@@ -140,9 +164,15 @@ impl<'m> Generator<'m> {
         Ok(done)
     }
 
-    /// Records `tok` for `seq`; returns the finished sample if it ended.
-    fn accept(&self, seq: &mut Sequence, tok: u32) -> Result<Option<Generated>, ModelError> {
-        let tokenizer = &self.model.tokenizer;
+    /// Records `tok` (with its log-probability, when asked for) for `seq`; returns the
+    /// finished sample if it ended.
+    fn accept(
+        &mut self,
+        seq: &mut Sequence,
+        tok: u32,
+        lp: Option<TokenLogprob>,
+    ) -> Result<Option<Generated>, ModelError> {
+        let tokenizer = self.model.tokenizer;
         let finish = |seq: &Sequence, reason, text: String| Generated {
             request: seq.request,
             index: seq.index,
@@ -150,6 +180,7 @@ impl<'m> Generator<'m> {
             token_ids: seq.generated.clone(),
             finish_reason: reason,
             prompt_tokens: seq.prompt_tokens,
+            logprobs: seq.logprobs.clone(),
         };
         if tokenizer.eos_ids.contains(&tok) {
             let text = tokenizer.decode(&seq.generated, true)?;
@@ -157,6 +188,15 @@ impl<'m> Generator<'m> {
         }
         seq.generated.push(tok);
         seq.pending = tok;
+        if let Some(lp) = &lp {
+            seq.logprobs.push(lp.clone());
+        }
+        self.emitted.push(Emitted {
+            request: seq.request,
+            index: seq.index,
+            token: tok,
+            logprob: lp,
+        });
         if !seq.params.stop.is_empty() {
             let text = tokenizer.decode(&seq.generated, true)?;
             let hit = seq
@@ -184,6 +224,7 @@ impl<'m> Generator<'m> {
 
     /// One decode step for every active sequence; returns those that finished.
     pub fn step(&mut self) -> Result<Vec<Generated>, ModelError> {
+        self.emitted.clear();
         if self.active.is_empty() {
             return Ok(vec![]);
         }
@@ -209,7 +250,8 @@ impl<'m> Generator<'m> {
         let mut still = Vec::with_capacity(self.active.len());
         for (mut seq, row) in std::mem::take(&mut self.active).into_iter().zip(rows) {
             let tok = seq.sampler.sample(&row);
-            match self.accept(&mut seq, tok)? {
+            let lp = seq.params.logprobs.map(|k| token_logprob(&row, tok, k));
+            match self.accept(&mut seq, tok, lp)? {
                 Some(g) => done.push(g),
                 None => still.push(seq),
             }

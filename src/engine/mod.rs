@@ -11,8 +11,8 @@ pub mod sampling;
 pub mod scorer;
 pub mod worker;
 
-pub use generate::{generate, FinishReason, Generated, GenerationRequest, Generator};
+pub use generate::{generate, Emitted, FinishReason, Generated, GenerationRequest, Generator};
 pub use metrics::EngineMetrics;
-pub use sampling::{Sampler, SamplingParams};
+pub use sampling::{Sampler, SamplingParams, TokenLogprob};
 pub use scorer::DirectScorer;
-pub use worker::{spawn_engine, EngineError, EngineHandle, EngineSettings};
+pub use worker::{spawn_engine, EngineError, EngineHandle, EngineSettings, GenEvent};

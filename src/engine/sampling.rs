@@ -20,6 +20,10 @@ pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// Generation stops before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Record each generated token's log-probability and this many alternatives
+    /// (`Some(0)`: the token's own only).
+    #[serde(default)]
+    pub logprobs: Option<usize>,
 }
 
 impl Default for SamplingParams {
@@ -31,6 +35,7 @@ impl Default for SamplingParams {
             seed: None,
             max_new_tokens: 64,
             stop: vec![],
+            logprobs: None,
         }
     }
 }
@@ -55,6 +60,11 @@ impl SamplingParams {
         }
         if self.stop.iter().any(String::is_empty) {
             return Err(ModelError::Input("stop strings must not be empty".into()));
+        }
+        if self.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(ModelError::Input(format!(
+                "at most {MAX_TOP_LOGPROBS} alternatives per token can be returned"
+            )));
         }
         Ok(())
     }
@@ -136,6 +146,42 @@ impl Sampler {
     }
 }
 
+/// Most alternatives [`token_logprob`] returns per token (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A generated token's log-probability under the model (the softmax of the raw
+/// logits, before temperature and truncation) and the `top` most likely tokens'.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    /// (token, log-probability), most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// The log-probability of `id` and the `top` best alternatives in `logits`.
+pub fn token_logprob(logits: &[f32], id: u32, top: usize) -> TokenLogprob {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = max + logits.iter().map(|&l| (l - max).exp()).sum::<f32>().ln();
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() < top || l > best[best.len() - 1].1 {
+                let at = best.partition_point(|b| b.1 >= l);
+                best.insert(at, (i as u32, l));
+                best.truncate(top);
+            }
+        }
+    }
+    TokenLogprob {
+        id,
+        logprob: logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&l| l - log_z),
+        top: best.into_iter().map(|(i, l)| (i, l - log_z)).collect(),
+    }
+}
+
 /// Index of the largest logit (first one on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -159,6 +205,19 @@ mod tests {
             seed: Some(seed),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_the_best_alternatives() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        let lp = token_logprob(&logits, 2, 3);
+        assert!((lp.logprob - (2.0f32.exp() / z).ln()).abs() < 1e-6);
+        let ids: Vec<u32> = lp.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, vec![1, 3, 2], "most likely first, ties in index order");
+        let total: f32 = logits.iter().map(|&l| (l - z.ln()).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert!(token_logprob(&logits, 0, 0).top.is_empty());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::generate::{Generated, GenerationRequest, Generator};
-use super::judge_queue::{Cancellable, JudgeQueue, Slot};
+use super::generate::{Emitted, Generated, GenerationRequest, Generator};
+use super::judge_queue::{JudgeQueue, Slot};
 use super::metrics::EngineMetrics;
 use super::prefix::PrefixScorer;
 use self_judge_judge::OrderProbs;
@@ -42,7 +42,41 @@ pub enum EngineError {
 }
 
 type JudgeReply = oneshot::Sender<Result<Vec<OrderProbs>, EngineError>>;
-type GenReply = oneshot::Sender<Result<Vec<Generated>, EngineError>>;
+
+/// What a streaming generation receives: every token as it is produced, then the
+/// finished samples (or the error).
+#[derive(Debug)]
+pub enum GenEvent {
+    Token(Emitted),
+    Done(Result<Vec<Generated>, EngineError>),
+}
+
+/// Where a generation's result goes.
+enum GenReply {
+    Once(oneshot::Sender<Result<Vec<Generated>, EngineError>>),
+    Stream(tokio::sync::mpsc::UnboundedSender<GenEvent>),
+}
+
+impl GenReply {
+    /// The client has gone (its future or stream was dropped).
+    fn is_cancelled(&self) -> bool {
+        match self {
+            Self::Once(tx) => tx.is_closed(),
+            Self::Stream(tx) => tx.is_closed(),
+        }
+    }
+
+    fn send(self, result: Result<Vec<Generated>, EngineError>) {
+        match self {
+            Self::Once(tx) => {
+                let _ = tx.send(result);
+            }
+            Self::Stream(tx) => {
+                let _ = tx.send(GenEvent::Done(result));
+            }
+        }
+    }
+}
 
 enum Command {
     Judge {
@@ -77,9 +111,28 @@ impl EngineHandle {
     pub async fn generate(&self, req: GenerationRequest) -> Result<Vec<Generated>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Generate { req, reply })
+            .send(Command::Generate {
+                req,
+                reply: GenReply::Once(reply),
+            })
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Generates `req.n` samples, sending each token as it is produced and then the
+    /// samples; dropping the receiver cancels them.
+    pub fn generate_stream(
+        &self,
+        req: GenerationRequest,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<GenEvent>, EngineError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.tx
+            .send(Command::Generate {
+                req,
+                reply: GenReply::Stream(tx),
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        Ok(rx)
     }
 }
 
@@ -160,7 +213,7 @@ impl<'m> Worker<'m> {
             }
             Command::Generate { mut req, reply } => {
                 if let Err(e) = req.validate(self.model.decoder.max_positions()) {
-                    let _ = reply.send(Err(EngineError::Invalid(e.to_string())));
+                    reply.send(Err(EngineError::Invalid(e.to_string())));
                     return;
                 }
                 req.request = self.next_gen_id;
@@ -264,7 +317,20 @@ impl<'m> Worker<'m> {
             if complete {
                 let mut a = self.active.remove(&id).expect("present");
                 a.done.sort_by_key(|g| g.index);
-                let _ = a.reply.send(Ok(a.done));
+                a.reply.send(Ok(a.done));
+            }
+        }
+    }
+
+    /// Sends the tokens of the last step to the streaming clients.
+    fn stream_tokens(&self) {
+        for e in self.generator.emitted() {
+            if let Some(ActiveGeneration {
+                reply: GenReply::Stream(tx),
+                ..
+            }) = self.active.get(&e.request)
+            {
+                let _ = tx.send(GenEvent::Token(e.clone()));
             }
         }
     }
@@ -273,7 +339,7 @@ impl<'m> Worker<'m> {
         self.set_health(false);
         tracing::error!(error = %e, "generation forward failed");
         for (_, a) in self.active.drain() {
-            let _ = a.reply.send(Err(EngineError::Forward(e.to_string())));
+            a.reply.send(Err(EngineError::Forward(e.to_string())));
         }
         self.generator = Generator::new(self.model);
     }
@@ -310,6 +376,7 @@ impl<'m> Worker<'m> {
             match self.generator.add(&reqs) {
                 Ok(done) => {
                     self.set_health(true);
+                    self.stream_tokens();
                     self.finish(done);
                 }
                 Err(e) => return self.fail_generations(&e),
@@ -320,7 +387,10 @@ impl<'m> Worker<'m> {
                 .decode_batch_size
                 .observe(self.generator.num_active() as f64);
             match self.generator.step() {
-                Ok(done) => self.finish(done),
+                Ok(done) => {
+                    self.stream_tokens();
+                    self.finish(done);
+                }
                 Err(e) => self.fail_generations(&e),
             }
         }

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod metrics;
+pub mod openai;
 pub mod openapi;
 pub mod routes;
 pub mod schemas;
@@ -74,6 +75,10 @@ pub struct ServeArgs {
     /// Use the config's token ids even if the tokenizer disagrees.
     #[arg(long)]
     pub force_token_ids: bool,
+    /// The model's name on the OpenAI-compatible routes (`model` in requests, `GET
+    /// /v1/models`); default: the checkpoint's file or folder name.
+    #[arg(long)]
+    pub served_model_name: Option<String>,
 }
 
 impl ServeArgs {
@@ -143,8 +148,20 @@ fn load(args: &ServeArgs, cfg: &JudgeConfig, metrics: &ServerMetrics) -> anyhow:
         settings,
         metrics.engine.clone(),
     );
+    let model_id = args.served_model_name.clone().unwrap_or_else(|| {
+        let p = &args.model.model;
+        p.file_stem().or(p.file_name()).map_or_else(
+            || p.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    });
     let service = JudgeService::new(model, judge, engine, limits, metrics.rejected.clone())?;
-    Ok(Ready { service, info })
+    Ok(Ready {
+        service,
+        info,
+        model_id,
+        created: openai::convert::now(),
+    })
 }
 
 async fn shutdown_signal() {

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes;
+use super::{openai, routes};
 
 struct BearerAuth;
 
@@ -28,6 +28,9 @@ impl Modify for BearerAuth {
         routes::meta::health,
         routes::meta::info,
         routes::meta::metrics,
+        openai::routes::models,
+        openai::routes::chat_completions,
+        openai::routes::completions,
     ),
     modifiers(&BearerAuth)
 )]

@@ -41,6 +41,7 @@ macro_rules! sampling_fields {
                     top_k: self.top_k,
                     seed: self.seed,
                     stop: self.stop.clone(),
+                    logprobs: None,
                 }
             }
         }

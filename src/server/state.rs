@@ -12,6 +12,10 @@ use crate::service::JudgeService;
 pub struct Ready {
     pub service: JudgeService,
     pub info: InfoResponse,
+    /// The name the OpenAI-compatible routes serve the model under.
+    pub model_id: String,
+    /// When the model was loaded (seconds since the epoch).
+    pub created: u64,
 }
 
 /// State shared by every handler.

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use super::error::{Result, ServiceError};
 use super::facade::JudgeService;
-use self_judge_engine::{FinishReason, GenerationRequest, SamplingParams};
+use self_judge_engine::{FinishReason, GenerationRequest, SamplingParams, TokenLogprob};
 use self_judge_tokenizer::ChatMessage;
 
 /// What to continue: raw text as is, or a conversation rendered through the chat
@@ -26,6 +26,8 @@ pub struct SamplingRequest {
     pub top_k: Option<usize>,
     pub seed: Option<u64>,
     pub stop: Option<Vec<String>>,
+    /// Record each token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
 }
 
 /// One generated sample.
@@ -38,10 +40,20 @@ pub struct Generation {
     pub tokens: usize,
 }
 
+/// What a sample is made of, beyond its text (for APIs that report tokens).
+#[derive(Debug, Clone, Default)]
+pub struct SampleTokens {
+    pub token_ids: Vec<u32>,
+    /// One per token when log-probabilities were asked for.
+    pub logprobs: Vec<TokenLogprob>,
+}
+
 /// The samples of one prompt.
 #[derive(Debug, Clone)]
 pub struct Generations {
     pub generations: Vec<Generation>,
+    /// The tokens of each generation, in the same order.
+    pub tokens: Vec<SampleTokens>,
     pub prompt_tokens: usize,
 }
 
@@ -81,6 +93,7 @@ impl JudgeService {
             seed: s.seed,
             max_new_tokens,
             stop: s.stop.unwrap_or_default(),
+            logprobs: s.logprobs,
         };
         params.validate()?;
         Ok((n, params))
@@ -150,19 +163,28 @@ impl JudgeService {
             params: spec.params,
             n: spec.n,
         };
-        let generations = self
+        let (generations, tokens) = self
             .engine
             .generate(req)
             .await?
             .into_iter()
-            .map(|g| Generation {
-                tokens: g.token_ids.len(),
-                text: g.text,
-                finish_reason: g.finish_reason,
+            .map(|g| {
+                (
+                    Generation {
+                        tokens: g.token_ids.len(),
+                        text: g.text,
+                        finish_reason: g.finish_reason,
+                    },
+                    SampleTokens {
+                        token_ids: g.token_ids,
+                        logprobs: g.logprobs,
+                    },
+                )
             })
-            .collect();
+            .unzip();
         Ok(Generations {
             generations,
+            tokens,
             prompt_tokens,
         })
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::error::{Result, ServiceError};
 use super::facade::JudgeService;
-use super::generate::{Generation, Prompt, SamplingRequest};
+use super::generate::{Generation, Prompt, SampleTokens, SamplingRequest};
 use self_judge_judge::{hh_context, Judge, Pair, Tournament, TournamentResult, Verdict};
 
 /// Best-of-n: generate `n` candidates for a prompt, then a tournament picks one.
@@ -16,6 +16,9 @@ pub struct BestOfN {
     /// style the judge is trained on; raw text as is).
     pub context: Option<String>,
     pub n: usize,
+    /// How many winners to pick (1 by default): the first is the bracket's winner, each
+    /// next one the winner of a new bracket over the candidates not yet picked.
+    pub keep: usize,
     pub sampling: SamplingRequest,
     /// Seeds the sampling (through `sampling.seed` when unset there) and the bracket.
     pub seed: Option<u64>,
@@ -25,10 +28,26 @@ pub struct BestOfN {
 /// The outcome of [`JudgeService::best_of_n`].
 #[derive(Debug, Clone)]
 pub struct BestOfNResult {
-    pub tournament: TournamentResult,
-    /// Every candidate, in generation order (`tournament.winner_index` points here).
+    /// One tournament per winner picked, best first; every index (winner and bracket)
+    /// points into `candidates`.
+    pub tournaments: Vec<TournamentResult>,
+    /// Every candidate, in generation order.
     pub candidates: Vec<Generation>,
+    /// The candidates' tokens, in the same order.
+    pub tokens: Vec<SampleTokens>,
     pub prompt_tokens: usize,
+}
+
+/// `r` with every candidate index `i` replaced by `map[i]`.
+fn remap(mut r: TournamentResult, map: &[usize]) -> TournamentResult {
+    r.winner_index = map[r.winner_index];
+    for round in &mut r.bracket.rounds {
+        round.bye = round.bye.map(|b| map[b]);
+        for m in &mut round.matches {
+            (m.a, m.b, m.winner) = (map[m.a], map[m.b], map[m.winner]);
+        }
+    }
+    r
 }
 
 impl JudgeService {
@@ -113,10 +132,16 @@ impl JudgeService {
         self.run_tournament(&judge, contexts, responses, seed).await
     }
 
-    /// Generates `n` candidates and returns the self-judged tournament winner. The
-    /// sequences and every judge prompt of the bracket are admitted together, so a
+    /// Generates `n` candidates and returns the self-judged tournament winner(s). The
+    /// sequences and every judge prompt of the brackets are admitted together, so a
     /// request never stops half-way for capacity.
     pub async fn best_of_n(&self, req: BestOfN) -> Result<BestOfNResult> {
+        if req.keep == 0 || req.keep > req.n {
+            return Err(ServiceError::Invalid(format!(
+                "the number of winners must be between 1 and the {} candidates (got {})",
+                req.n, req.keep
+            )));
+        }
         let judge = self.judge_for(req.principles.as_deref())?;
         let mut sampling = req.sampling;
         sampling.seed = sampling.seed.or(req.seed);
@@ -127,18 +152,30 @@ impl JudgeService {
         };
         let spec = self.sample_spec(req.prompt, Some(req.n), sampling).await?;
         let n = spec.n;
-        let _permit = self.admit(n + n.saturating_sub(1) * judge.prompts_per_pair())?;
+        let matches: usize = (0..req.keep).map(|j| n - j - 1).sum();
+        let _permit = self.admit(n + matches * judge.prompts_per_pair())?;
         let out = self.run_generation(spec).await?;
-        let texts = vec![out.generations.iter().map(|g| g.text.clone()).collect()];
-        let mut results = self
-            .run_tournament(&judge, &[context], &texts, req.seed)
-            .await?;
-        let tournament = results
-            .pop()
-            .ok_or_else(|| ServiceError::Internal("a tournament without a result".into()))?;
+        let contexts = [context];
+        let mut left: Vec<usize> = (0..n).collect();
+        let mut tournaments = Vec::with_capacity(req.keep);
+        while tournaments.len() < req.keep {
+            let texts = vec![left
+                .iter()
+                .map(|&i| out.generations[i].text.clone())
+                .collect()];
+            let r = self
+                .run_tournament(&judge, &contexts, &texts, req.seed)
+                .await?
+                .pop()
+                .ok_or_else(|| ServiceError::Internal("a tournament without a result".into()))?;
+            let r = remap(r, &left);
+            left.retain(|&i| i != r.winner_index);
+            tournaments.push(r);
+        }
         Ok(BestOfNResult {
-            tournament,
+            tournaments,
             candidates: out.generations,
+            tokens: out.tokens,
             prompt_tokens: out.prompt_tokens,
         })
     }

@@ -9,9 +9,11 @@ pub mod facade;
 pub mod generate;
 pub mod judge;
 pub mod limits;
+pub mod stream;
 
 pub use error::{Result, ServiceError};
 pub use facade::JudgeService;
-pub use generate::{Generation, Generations, Prompt, SamplingRequest};
+pub use generate::{Generation, Generations, Prompt, SampleTokens, SamplingRequest};
 pub use judge::{BestOfN, BestOfNResult};
 pub use limits::Limits;
+pub use stream::{GenerationStream, StreamEvent};

@@ -105,12 +105,17 @@ pub async fn tournament(
                 prompt: Prompt::Chat(messages),
                 context: req.context.clone(),
                 n,
+                keep: 1,
                 sampling: req.sampling(),
                 seed: req.seed,
                 principles: req.principles.clone(),
             })
             .await?;
-        let r = best.tournament;
+        let r = best
+            .tournaments
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("best-of-n returned no winner"))?;
         let winner = Winner {
             text: best.candidates[r.winner_index].text.clone(),
             index: r.winner_index,

@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::metrics::track;
+use super::openai::routes as openai;
 use super::state::AppState;
 
 /// `Json<T>` whose rejections are our JSON errors (400 bad JSON, 422 wrong shape,
@@ -47,21 +48,30 @@ async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) 
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(key.as_str()) {
-            return ApiError::unauthorized().into_response();
+            return in_shape_of(req.uri(), ApiError::unauthorized());
         }
     }
     next.run(req).await
 }
 
-async fn not_found(uri: Uri) -> ApiError {
-    ApiError::not_found(uri.path())
+/// An error in the shape its route's clients parse: OpenAI's under `/v1/`.
+fn in_shape_of(uri: &Uri, e: ApiError) -> Response {
+    if uri.path().starts_with("/v1/") {
+        super::openai::error::OpenAiError(e).into_response()
+    } else {
+        e.into_response()
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    in_shape_of(&uri, ApiError::not_found(uri.path()))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let mut e = ApiError::validation(format!("{method} is not allowed on {}", uri.path()));
     e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     e.error_type = "method_not_allowed";
-    e.into_response()
+    in_shape_of(&uri, e)
 }
 
 /// Builds the application.
@@ -71,6 +81,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tournament", post(judge::tournament))
         .route("/generate", post(generate::generate))
         .route("/info", get(meta::info))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     let open = Router::new()
         .route("/health", get(meta::health))

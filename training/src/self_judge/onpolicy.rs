@@ -137,6 +137,7 @@ impl<'a> OnPolicy<'a> {
                         seed: Some(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)),
                         max_new_tokens: self.args.max_new_tokens,
                         stop: vec![],
+                        logprobs: None,
                     },
                     n: 2,
                 })
