@@ -4,9 +4,11 @@
 //! that fails to load ends the process with the reason.
 
 pub mod error;
+pub mod json;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod rerank;
 pub mod routes;
 pub mod schemas;
 pub mod state;

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{openai, routes};
+use super::{openai, rerank, routes};
 
 struct BearerAuth;
 
@@ -31,6 +31,9 @@ impl Modify for BearerAuth {
         openai::routes::models,
         openai::routes::chat_completions,
         openai::routes::completions,
+        rerank::routes::rerank_v1,
+        rerank::routes::rerank_v2,
+        rerank::routes::rerank_tei,
     ),
     modifiers(&BearerAuth)
 )]

@@ -9,6 +9,7 @@ pub mod facade;
 pub mod generate;
 pub mod judge;
 pub mod limits;
+pub mod rerank;
 pub mod stream;
 
 pub use error::{Result, ServiceError};
@@ -16,4 +17,5 @@ pub use facade::JudgeService;
 pub use generate::{Generation, Generations, Prompt, SampleTokens, SamplingRequest};
 pub use judge::{BestOfN, BestOfNResult};
 pub use limits::Limits;
+pub use rerank::{ranking, REFERENCE_ANSWER};
 pub use stream::{GenerationStream, StreamEvent};

@@ -7,38 +7,19 @@ pub mod meta;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::de::DeserializeOwned;
+use axum::Router;
 
 use super::error::ApiError;
+pub use super::json::ApiJson;
 use super::metrics::track;
 use super::openai::routes as openai;
+use super::rerank::routes as rerank;
 use super::state::AppState;
-
-/// `Json<T>` whose rejections are our JSON errors (400 bad JSON, 422 wrong shape,
-/// 413 too large, 415 wrong content type).
-pub struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(v) = Json::<T>::from_request(req, state)
-            .await
-            .map_err(|e: JsonRejection| ApiError::from(e))?;
-        Ok(ApiJson(v))
-    }
-}
 
 async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &st.api_key {
@@ -84,6 +65,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/rerank", post(rerank::rerank_v1))
+        .route("/v2/rerank", post(rerank::rerank_v2))
+        .route("/rerank", post(rerank::rerank_tei))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
     let open = Router::new()
         .route("/health", get(meta::health))
