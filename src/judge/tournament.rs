@@ -89,6 +89,12 @@ impl<'a> Tournament<'a> {
         })
     }
 
+    /// The brackets so far, one per context (the last round of each is the one being
+    /// played, or the one just recorded).
+    pub fn brackets(&self) -> &[Bracket] {
+        &self.brackets
+    }
+
     /// Number of matches the whole tournament will play (N - 1 per context).
     pub fn total_matches(&self) -> usize {
         self.responses.iter().map(|r| r.len() - 1).sum()

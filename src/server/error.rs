@@ -97,12 +97,19 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body of this error.
+    pub fn body(&self) -> ErrorResponse {
+        ErrorResponse {
+            error: self.message.clone(),
+            error_type: self.error_type.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorResponse {
-            error: self.message,
-            error_type: self.error_type.to_string(),
-        };
+        let body = self.body();
         let mut res = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
             res.headers_mut()

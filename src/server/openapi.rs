@@ -35,6 +35,10 @@ impl Modify for BearerAuth {
         rerank::routes::rerank_v2,
         rerank::routes::rerank_tei,
     ),
+    components(schemas(
+        super::schemas::RoundEvent,
+        openai::schemas::ChatCompletionChunk,
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

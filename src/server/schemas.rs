@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::judge::{Bracket, Pair, Verdict};
+use crate::judge::{Bracket, Pair, Placement, Round, Verdict};
 pub use crate::service::{Generation, Limits, SamplingRequest};
 use crate::tokenizer::ChatMessage;
 
@@ -100,6 +100,13 @@ pub struct TournamentRequest {
     pub seed: Option<u64>,
     #[serde(default)]
     pub return_bracket: bool,
+    /// Every candidate with the round it lost in and its score there, best first.
+    #[serde(default)]
+    pub return_ranking: bool,
+    /// Server-sent events: `round` after each round (every context's matches), then
+    /// `result` (this response), or `error`. Given-candidates form only.
+    #[serde(default)]
+    pub stream: bool,
     pub principles: Option<Vec<String>>,
     /// Best-of-n sampling settings (default 64 tokens, temperature 1, top_p 1).
     pub max_new_tokens: Option<usize>,
@@ -117,6 +124,18 @@ pub struct Winner {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bracket: Option<Bracket>,
+    /// With `return_ranking`: every candidate, best first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranking: Option<Vec<Placement>>,
+}
+
+/// A `round` event of a streamed tournament.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoundEvent {
+    /// 0-based.
+    pub round: usize,
+    /// Per context, the round just played (null for a context already decided).
+    pub rounds: Vec<Option<Round>>,
 }
 
 /// `POST /tournament` response.

@@ -6,7 +6,17 @@ use std::sync::Arc;
 use super::error::{Result, ServiceError};
 use super::facade::JudgeService;
 use super::generate::{Generation, Prompt, SampleTokens, SamplingRequest};
-use self_judge_judge::{hh_context, Judge, Pair, Tournament, TournamentResult, Verdict};
+use self_judge_judge::{hh_context, Judge, Pair, Round, Tournament, TournamentResult, Verdict};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One finished round of a streamed tournament.
+#[derive(Debug, Clone)]
+pub struct RoundDone {
+    /// 0-based.
+    pub round: usize,
+    /// Per context, the round just played (none for a context already decided).
+    pub rounds: Vec<Option<Round>>,
+}
 
 /// Best-of-n: generate `n` candidates for a prompt, then a tournament picks one.
 #[derive(Debug, Clone)]
@@ -50,6 +60,29 @@ fn remap(mut r: TournamentResult, map: &[usize]) -> TournamentResult {
     r
 }
 
+/// A tournament whose judge prompts are admitted ([`JudgeService::admit_tournament`]).
+pub struct AdmittedTournament {
+    judge: Arc<Judge>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AdmittedTournament {
+    /// Plays every round (the same `contexts` and `responses` as admitted), telling
+    /// `progress` about each finished round.
+    pub async fn run(
+        &self,
+        service: &JudgeService,
+        contexts: &[String],
+        responses: &[Vec<String>],
+        seed: Option<u64>,
+        progress: Option<&UnboundedSender<RoundDone>>,
+    ) -> Result<Vec<TournamentResult>> {
+        service
+            .run_tournament(&self.judge, contexts, responses, seed, progress)
+            .await
+    }
+}
+
 impl JudgeService {
     /// The judge for a request: all principles, or the named subset.
     fn judge_for(&self, principles: Option<&[String]>) -> Result<Arc<Judge>> {
@@ -75,18 +108,33 @@ impl JudgeService {
         Ok(judge.verdicts(&probs)?)
     }
 
-    /// Runs the rounds of a tournament to the end.
+    /// Runs the rounds of a tournament to the end, telling `progress` (if any) about
+    /// each finished round.
     async fn run_tournament(
         &self,
         judge: &Arc<Judge>,
         contexts: &[String],
         responses: &[Vec<String>],
         seed: Option<u64>,
+        progress: Option<&UnboundedSender<RoundDone>>,
     ) -> Result<Vec<TournamentResult>> {
         let mut t = Tournament::new(contexts, responses, seed)?;
+        let mut round = 0;
         while let Some(pairs) = t.next_round() {
+            let before: Vec<usize> = t.brackets().iter().map(|b| b.rounds.len()).collect();
             let verdicts = self.score_pairs(judge, pairs).await?;
             t.record(verdicts)?;
+            if let Some(tx) = progress {
+                let rounds = t
+                    .brackets()
+                    .iter()
+                    .zip(&before)
+                    .map(|(b, &n)| (n > round).then(|| b.rounds[n - 1].clone()))
+                    .collect();
+                // A listener that left does not stop the tournament it was admitted for.
+                let _ = tx.send(RoundDone { round, rounds });
+            }
+            round += 1;
         }
         Ok(t.finish())
     }
@@ -113,6 +161,19 @@ impl JudgeService {
         seed: Option<u64>,
         principles: Option<&[String]>,
     ) -> Result<Vec<TournamentResult>> {
+        self.admit_tournament(contexts, responses, principles)?
+            .run(self, contexts, responses, seed, None)
+            .await
+    }
+
+    /// Checks a tournament over given candidates and admits all of its judge prompts,
+    /// before any is computed (a transport can still answer with an error status).
+    pub fn admit_tournament(
+        &self,
+        contexts: &[String],
+        responses: &[Vec<String>],
+        principles: Option<&[String]>,
+    ) -> Result<AdmittedTournament> {
         if contexts.len() != responses.len() {
             return Err(ServiceError::Invalid(format!(
                 "`contexts` has {} items but `responses` has {}",
@@ -128,8 +189,11 @@ impl JudgeService {
         }
         let judge = self.judge_for(principles)?;
         let matches: usize = responses.iter().map(|r| r.len() - 1).sum();
-        let _permit = self.admit(matches * judge.prompts_per_pair())?;
-        self.run_tournament(&judge, contexts, responses, seed).await
+        let permit = self.admit(matches * judge.prompts_per_pair())?;
+        Ok(AdmittedTournament {
+            judge,
+            _permit: permit,
+        })
     }
 
     /// Generates `n` candidates and returns the self-judged tournament winner(s). The
@@ -164,7 +228,7 @@ impl JudgeService {
                 .map(|&i| out.generations[i].text.clone())
                 .collect()];
             let r = self
-                .run_tournament(&judge, &contexts, &texts, req.seed)
+                .run_tournament(&judge, &contexts, &texts, req.seed, None)
                 .await?
                 .pop()
                 .ok_or_else(|| ServiceError::Internal("a tournament without a result".into()))?;

@@ -15,7 +15,7 @@ pub mod stream;
 pub use error::{Result, ServiceError};
 pub use facade::JudgeService;
 pub use generate::{Generation, Generations, Prompt, SampleTokens, SamplingRequest};
-pub use judge::{BestOfN, BestOfNResult};
+pub use judge::{AdmittedTournament, BestOfN, BestOfNResult, RoundDone};
 pub use limits::Limits;
 pub use rerank::{ranking, REFERENCE_ANSWER};
 pub use stream::{GenerationStream, StreamEvent};

@@ -7,13 +7,17 @@ use axum::Json;
 
 use super::ApiJson;
 use crate::judge::Pair;
+use crate::judge::TournamentResult;
 use crate::server::error::{ApiError, ErrorResponse};
+use crate::server::schemas::RoundEvent;
 use crate::server::schemas::{
     JudgeRequest, JudgeResponse, TournamentRequest, TournamentResponse, Winner,
 };
 use crate::server::state::AppState;
-use crate::service::{BestOfN, Prompt};
+use crate::service::{AdmittedTournament, BestOfN, Prompt, RoundDone};
 use crate::tokenizer::ChatMessage;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
 
 /// Judge one pair or a list of pairs.
 #[utoipa::path(
@@ -73,7 +77,7 @@ pub async fn judge(
 #[utoipa::path(
     post, path = "/tournament", request_body = TournamentRequest,
     responses(
-        (status = 200, description = "One winner per context", body = TournamentResponse),
+        (status = 200, description = "One winner per context; with `stream`, `text/event-stream` events `round` (`RoundEvent`), then `result` (this body) or `error`", body = TournamentResponse),
         (status = 413, description = "Too many prompts or a prompt over the limit", body = ErrorResponse),
         (status = 422, description = "Invalid request", body = ErrorResponse),
         (status = 429, description = "At capacity", body = ErrorResponse),
@@ -83,10 +87,15 @@ pub async fn judge(
 pub async fn tournament(
     State(st): State<Arc<AppState>>,
     ApiJson(req): ApiJson<TournamentRequest>,
-) -> Result<Json<TournamentResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let service = st.service()?;
     let principles = req.principles.as_deref();
     if req.query.is_some() || req.messages.is_some() {
+        if req.stream {
+            return Err(ApiError::validation(
+                "`stream` is for given candidates (`contexts`/`responses`)",
+            ));
+        }
         if req.contexts.is_some() || req.responses.is_some() {
             return Err(ApiError::validation(
                 "give either `contexts`/`responses` or `query`/`messages`, not both",
@@ -116,15 +125,13 @@ pub async fn tournament(
             .into_iter()
             .next()
             .ok_or_else(|| ApiError::internal("best-of-n returned no winner"))?;
-        let winner = Winner {
-            text: best.candidates[r.winner_index].text.clone(),
-            index: r.winner_index,
-            bracket: req.return_bracket.then_some(r.bracket),
-        };
+        let text = best.candidates[r.winner_index].text.clone();
+        let winner = winner_of(&req, r, text, n);
         return Ok(Json(TournamentResponse {
             winners: vec![winner],
             candidates: Some(best.candidates),
-        }));
+        })
+        .into_response());
     }
     if req.n.is_some() || req.context.is_some() {
         return Err(ApiError::validation(
@@ -136,20 +143,104 @@ pub async fn tournament(
             "give `contexts` and `responses` (or `query`/`messages` with `n`)",
         ));
     };
+    if req.stream {
+        let admitted = service.admit_tournament(contexts, responses, principles)?;
+        let (contexts, responses) = (contexts.clone(), responses.clone());
+        return Ok(streamed(st.clone(), req, admitted, contexts, responses));
+    }
     let results = service
         .tournament(contexts, responses, req.seed, principles)
         .await?;
+    Ok(Json(given_response(&req, results, responses)).into_response())
+}
+
+/// One context's winner with what the request asked to see of its bracket.
+fn winner_of(req: &TournamentRequest, r: TournamentResult, text: String, n: usize) -> Winner {
+    Winner {
+        text,
+        index: r.winner_index,
+        ranking: req
+            .return_ranking
+            .then(|| r.bracket.ranking(n, r.winner_index)),
+        bracket: req.return_bracket.then_some(r.bracket),
+    }
+}
+
+fn given_response(
+    req: &TournamentRequest,
+    results: Vec<TournamentResult>,
+    responses: &[Vec<String>],
+) -> TournamentResponse {
     let winners = results
         .into_iter()
         .zip(responses)
-        .map(|(r, resp)| Winner {
-            text: resp[r.winner_index].clone(),
-            index: r.winner_index,
-            bracket: req.return_bracket.then_some(r.bracket),
+        .map(|(r, resp)| {
+            let text = resp[r.winner_index].clone();
+            winner_of(req, r, text, resp.len())
         })
         .collect();
-    Ok(Json(TournamentResponse {
+    TournamentResponse {
         winners,
         candidates: None,
+    }
+}
+
+fn event<T: serde::Serialize>(name: &str, v: &T) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(v).unwrap_or_default())
+}
+
+/// The given-candidates tournament as server-sent events: `round` after each round,
+/// then `result` or `error`. A client that leaves stops the rounds not yet played.
+fn streamed(
+    st: Arc<AppState>,
+    req: TournamentRequest,
+    admitted: AdmittedTournament,
+    contexts: Vec<String>,
+    responses: Vec<Vec<String>>,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
+    tokio::spawn(async move {
+        let Ok(service) = st.service() else {
+            return;
+        };
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<RoundDone>();
+        let run = admitted.run(service, &contexts, &responses, req.seed, Some(&ptx));
+        tokio::pin!(run);
+        let outcome = loop {
+            tokio::select! {
+                Some(r) = prx.recv() => {
+                    let ev = event("round", &RoundEvent { round: r.round, rounds: r.rounds });
+                    if tx.send(ev).await.is_err() {
+                        return; // the client left: dropping `run` stops the rounds
+                    }
+                }
+                out = &mut run => break out,
+            }
+        };
+        while let Ok(r) = prx.try_recv() {
+            let ev = event(
+                "round",
+                &RoundEvent {
+                    round: r.round,
+                    rounds: r.rounds,
+                },
+            );
+            if tx.send(ev).await.is_err() {
+                return;
+            }
+        }
+        let last = match outcome {
+            Ok(results) => event("result", &given_response(&req, results, &responses)),
+            Err(e) => event("error", &ApiError::from(e).body()),
+        };
+        let _ = tx.send(last).await;
+    });
+    Sse::new(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
     }))
+    .into_response()
 }
