@@ -2,6 +2,8 @@
 //! OpenAI-style server send, answered by the judge service (generation, and `best_of`
 //! picked by self-judgment).
 
+pub mod chat;
+pub mod completions;
 pub mod convert;
 pub mod error;
 pub mod routes;

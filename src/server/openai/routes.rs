@@ -1,6 +1,6 @@
-//! `GET /v1/models`, `POST /v1/chat/completions`, `POST /v1/completions`: the service's
-//! generation and best-of-n in OpenAI's shapes, streamed as server-sent events when
-//! asked.
+//! `GET /v1/models` and what the generation routes ([`super::chat`],
+//! [`super::completions`]) share: the JSON extractor, the model check, generation or
+//! self-judged best-of-n, and server-sent event streams.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,26 +8,17 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
 use serde::Serialize;
 
-use super::convert::{
-    chat_logprobs, completion_logprobs, finish_reason, messages, now, response_id, sampling,
-};
 use super::error::{OpenAiError, OpenAiErrorResponse};
-use super::schemas::{
-    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatCompletionRequest, ChatDelta, CommonParams, Completion, CompletionChoice,
-    CompletionRequest, ModelCard, ModelList, PromptInput, SelfJudgeInfo, Usage,
-};
+use super::schemas::{CommonParams, ModelCard, ModelList, SelfJudgeInfo, Usage};
 use crate::server::state::{AppState, Ready};
 use crate::service::{
     BestOfN, Generation, GenerationStream, JudgeService, Prompt, SampleTokens, SamplingRequest,
     StreamEvent,
 };
-use crate::tokenizer::TextTokenizer;
 
 /// `Json<T>` whose rejections are OpenAI errors.
 pub struct OpenAiJson<T>(pub T);
@@ -47,14 +38,14 @@ where
     }
 }
 
-fn ready(st: &AppState) -> Result<&Ready, OpenAiError> {
+pub(super) fn ready(st: &AppState) -> Result<&Ready, OpenAiError> {
     Ok(st
         .ready
         .get()
         .ok_or_else(crate::server::error::ApiError::not_ready)?)
 }
 
-fn check_model(ready: &Ready, model: &str) -> Result<(), OpenAiError> {
+pub(super) fn check_model(ready: &Ready, model: &str) -> Result<(), OpenAiError> {
     if model == ready.model_id {
         Ok(())
     } else {
@@ -81,20 +72,20 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Result<Json<ModelList>, 
 }
 
 /// A request's samples: generated directly, or the best of several by self-judgment.
-struct Outcome {
+pub(super) struct Outcome {
     /// (sample, its tokens) per returned choice, best first under `best_of`.
-    choices: Vec<(Generation, SampleTokens)>,
-    usage: Usage,
-    self_judge: Option<SelfJudgeInfo>,
+    pub choices: Vec<(Generation, SampleTokens)>,
+    pub usage: Usage,
+    pub self_judge: Option<SelfJudgeInfo>,
 }
 
 /// What both generation routes ask of the service.
-struct Ask {
-    prompt: Prompt,
+pub(super) struct Ask {
+    pub prompt: Prompt,
     /// The judge's context under `best_of` (default: the service's).
-    context: Option<String>,
-    n: Option<usize>,
-    sampling: SamplingRequest,
+    pub context: Option<String>,
+    pub n: Option<usize>,
+    pub sampling: SamplingRequest,
 }
 
 fn usage(prompt_tokens: usize, completion_tokens: usize) -> Usage {
@@ -105,7 +96,7 @@ fn usage(prompt_tokens: usize, completion_tokens: usize) -> Usage {
     }
 }
 
-async fn complete(
+pub(super) async fn complete(
     service: &JudgeService,
     common: &CommonParams,
     ask: Ask,
@@ -155,7 +146,7 @@ async fn complete(
 
 /// Starts a streamed generation (`best_of` cannot stream: the winner is known only at
 /// the end).
-async fn start_stream(
+pub(super) async fn start_stream(
     service: &JudgeService,
     common: &CommonParams,
     ask: Ask,
@@ -170,14 +161,14 @@ async fn start_stream(
         .await?)
 }
 
-fn data<T: Serialize>(v: &T) -> Event {
+pub(super) fn data<T: Serialize>(v: &T) -> Event {
     Event::default().data(serde_json::to_string(v).unwrap_or_default())
 }
 
 /// Server-sent events from a generation: one `data:` event per chunk `format` makes,
 /// the usage chunk when asked for, an error event if the engine fails, then
 /// `data: [DONE]`. Dropping the response (a client that left) cancels the generation.
-fn sse<F>(
+pub(super) fn sse<F>(
     mut stream: GenerationStream,
     include_usage: bool,
     mut format: F,
@@ -219,241 +210,4 @@ where
     Sse::new(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok(e), rx))
     }))
-}
-
-/// Chat completions (OpenAI's API), with self-judged `best_of`.
-#[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatCompletionRequest,
-    responses(
-        (status = 200, description = "The completion, or `text/event-stream` chunks (`ChatCompletionChunk`) with `stream`", body = ChatCompletion),
-        (status = 400, description = "Invalid request", body = OpenAiErrorResponse),
-        (status = 404, description = "Unknown model", body = OpenAiErrorResponse),
-        (status = 413, description = "Prompt over the limit or more work than the server admits", body = OpenAiErrorResponse),
-        (status = 415, description = "Not JSON", body = OpenAiErrorResponse),
-        (status = 429, description = "At capacity", body = OpenAiErrorResponse),
-        (status = 503, description = "Loading", body = OpenAiErrorResponse),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn chat_completions(
-    State(st): State<Arc<AppState>>,
-    OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
-) -> Result<Response, OpenAiError> {
-    let ready = ready(&st)?;
-    check_model(ready, &req.model)?;
-    let top = match (req.logprobs, req.top_logprobs) {
-        (false, Some(_)) => {
-            return Err(OpenAiError::invalid(
-                "`top_logprobs` needs `logprobs: true`",
-            ))
-        }
-        (true, k) => Some(k.unwrap_or(0)),
-        (false, None) => None,
-    };
-    let max_tokens = req.max_completion_tokens.or(req.max_tokens);
-    let ask = Ask {
-        prompt: Prompt::Chat(messages(req.messages)?),
-        context: None,
-        n: req.common.n,
-        sampling: sampling(&req.common, max_tokens, top)?,
-    };
-    let (id, created, model) = (response_id("chatcmpl"), now(), ready.model_id.clone());
-    let tok = ready.service.model().tokenizer.clone();
-    if req.common.stream {
-        let include_usage = req
-            .common
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage);
-        let stream = start_stream(&ready.service, &req.common, ask).await?;
-        let n = req.common.n.unwrap_or(1);
-        let chunk =
-            move |choices: Vec<ChatChunkChoice>, usage: Option<Usage>| ChatCompletionChunk {
-                id: id.clone(),
-                object: "chat.completion.chunk".into(),
-                created,
-                model: model.clone(),
-                choices,
-                usage,
-            };
-        let format = move |e: Option<StreamEvent>, u: Option<Usage>| -> Option<Event> {
-            let choices = match e {
-                // The opening chunk: each choice's role.
-                None if u.is_none() => (0..n)
-                    .map(|index| ChatChunkChoice {
-                        index,
-                        delta: ChatDelta {
-                            role: Some("assistant".into()),
-                            content: Some(String::new()),
-                        },
-                        finish_reason: None,
-                        logprobs: None,
-                    })
-                    .collect(),
-                None => vec![],
-                Some(StreamEvent::Delta {
-                    index,
-                    text,
-                    logprobs,
-                }) => vec![ChatChunkChoice {
-                    index,
-                    delta: ChatDelta {
-                        role: None,
-                        content: Some(text),
-                    },
-                    finish_reason: None,
-                    logprobs: top.map(|_| chat_logprobs(&tok, &logprobs)),
-                }],
-                Some(StreamEvent::Finished {
-                    index,
-                    finish_reason: r,
-                    ..
-                }) => vec![ChatChunkChoice {
-                    index,
-                    delta: ChatDelta::default(),
-                    finish_reason: Some(finish_reason(r)),
-                    logprobs: None,
-                }],
-            };
-            Some(data(&chunk(choices, u)))
-        };
-        return Ok(sse(stream, include_usage, format).into_response());
-    }
-    let out = complete(&ready.service, &req.common, ask).await?;
-    let choices = out
-        .choices
-        .into_iter()
-        .enumerate()
-        .map(|(index, (g, t))| ChatChoice {
-            index,
-            message: AssistantMessage {
-                role: "assistant".into(),
-                content: g.text,
-            },
-            finish_reason: finish_reason(g.finish_reason),
-            logprobs: top.map(|_| chat_logprobs(&tok, &t.logprobs)),
-        })
-        .collect();
-    Ok(Json(ChatCompletion {
-        id,
-        object: "chat.completion".into(),
-        created,
-        model,
-        choices,
-        usage: out.usage,
-        self_judge: out.self_judge,
-    })
-    .into_response())
-}
-
-/// Text completions (OpenAI's legacy API), with self-judged `best_of`.
-#[utoipa::path(post, path = "/v1/completions", request_body = CompletionRequest,
-    responses(
-        (status = 200, description = "The completion, or `text/event-stream` chunks (`Completion`) with `stream`", body = Completion),
-        (status = 400, description = "Invalid request", body = OpenAiErrorResponse),
-        (status = 404, description = "Unknown model", body = OpenAiErrorResponse),
-        (status = 413, description = "Prompt over the limit or more work than the server admits", body = OpenAiErrorResponse),
-        (status = 415, description = "Not JSON", body = OpenAiErrorResponse),
-        (status = 429, description = "At capacity", body = OpenAiErrorResponse),
-        (status = 503, description = "Loading", body = OpenAiErrorResponse),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn completions(
-    State(st): State<Arc<AppState>>,
-    OpenAiJson(req): OpenAiJson<CompletionRequest>,
-) -> Result<Response, OpenAiError> {
-    let ready = ready(&st)?;
-    check_model(ready, &req.model)?;
-    if req.echo {
-        return Err(OpenAiError::invalid("`echo` is not supported"));
-    }
-    let prompt = match req.prompt {
-        PromptInput::One(p) => p,
-        PromptInput::Many(mut v) if v.len() == 1 => v.remove(0),
-        PromptInput::Many(v) => {
-            return Err(OpenAiError::invalid(format!(
-                "one prompt per request is supported (got {})",
-                v.len()
-            )))
-        }
-    };
-    let ask = Ask {
-        context: Some(prompt.clone()),
-        prompt: Prompt::Text(prompt),
-        n: req.common.n,
-        sampling: sampling(
-            &req.common,
-            Some(req.max_tokens.unwrap_or(16)),
-            req.logprobs,
-        )?,
-    };
-    let (id, created, model) = (response_id("cmpl"), now(), ready.model_id.clone());
-    let tok: TextTokenizer = ready.service.model().tokenizer.clone();
-    let top = req.logprobs;
-    let body = move |choices: Vec<CompletionChoice>, usage: Option<Usage>, sj| Completion {
-        id: id.clone(),
-        object: "text_completion".into(),
-        created,
-        model: model.clone(),
-        choices,
-        usage,
-        self_judge: sj,
-    };
-    if req.common.stream {
-        let include_usage = req
-            .common
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage);
-        let stream = start_stream(&ready.service, &req.common, ask).await?;
-        let mut offsets: Vec<usize> = Vec::new();
-        let format = move |e: Option<StreamEvent>, u: Option<Usage>| -> Option<Event> {
-            let choices = match e {
-                None if u.is_none() => return None,
-                None => vec![],
-                Some(StreamEvent::Delta {
-                    index,
-                    text,
-                    logprobs,
-                }) => {
-                    if offsets.len() <= index {
-                        offsets.resize(index + 1, 0);
-                    }
-                    let lp = top.map(|_| completion_logprobs(&tok, &logprobs, offsets[index]));
-                    offsets[index] += text.len();
-                    vec![CompletionChoice {
-                        index,
-                        text,
-                        finish_reason: None,
-                        logprobs: lp,
-                    }]
-                }
-                Some(StreamEvent::Finished {
-                    index,
-                    finish_reason: r,
-                    ..
-                }) => vec![CompletionChoice {
-                    index,
-                    text: String::new(),
-                    finish_reason: Some(finish_reason(r)),
-                    logprobs: None,
-                }],
-            };
-            Some(data(&body(choices, u, None)))
-        };
-        return Ok(sse(stream, include_usage, format).into_response());
-    }
-    let out = complete(&ready.service, &req.common, ask).await?;
-    let choices = out
-        .choices
-        .into_iter()
-        .enumerate()
-        .map(|(index, (g, t))| CompletionChoice {
-            index,
-            finish_reason: Some(finish_reason(g.finish_reason)),
-            logprobs: top.map(|_| completion_logprobs(&tok, &t.logprobs, 0)),
-            text: g.text,
-        })
-        .collect();
-    Ok(Json(body(choices, Some(out.usage), out.self_judge)).into_response())
 }

@@ -63,8 +63,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/generate", post(generate::generate))
         .route("/info", get(meta::info))
         .route("/v1/models", get(openai::models))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/completions", post(openai::completions))
+        .route(
+            "/v1/chat/completions",
+            post(super::openai::chat::chat_completions),
+        )
+        .route(
+            "/v1/completions",
+            post(super::openai::completions::completions),
+        )
         .route("/v1/rerank", post(rerank::rerank_v1))
         .route("/v2/rerank", post(rerank::rerank_v2))
         .route("/rerank", post(rerank::rerank_tei))
