@@ -117,8 +117,10 @@ fn packed_judging_equals_one_pair_at_a_time() {
     };
     let a = judge.judge(&pairs, &packed).unwrap();
     let b = judge.judge(&pairs, &tiny).unwrap();
+    assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.winner, y.winner);
+        assert_eq!(x.principles.len(), y.principles.len());
         for (p, q) in x.principles.iter().zip(&y.principles) {
             assert!((p.score_a - q.score_a).abs() < 1e-5 && (p.score_b - q.score_b).abs() < 1e-5);
         }

@@ -63,6 +63,7 @@ fn all_position_logits_match_in_both_ops_modes() {
                 .unwrap()
                 .to_vec2()
                 .unwrap();
+            assert_eq!(got.len(), want.len(), "{name} {pass:?}: positions");
             for (g, w) in got.iter().zip(&want) {
                 let d = max_abs_diff(g, w);
                 assert!(d < 1e-4, "{name} {pass:?}: max |diff| {d}");
@@ -104,12 +105,17 @@ fn kv_cache_continuation_equals_full_forward() {
 
 #[test]
 fn half_precision_dtypes_stay_close() {
-    for dtype in [DType::BF16, DType::F16] {
+    // Bounds from the noise measured on this model (logits up to 1.3 in size): bf16 (8-bit
+    // mantissa) differs from transformers' f32 by at most 0.0133 over the prompts, f16
+    // (11-bit) by 0.0020; the bounds allow 2.5x that and nothing like a wrong result.
+    for (dtype, bound) in [(DType::BF16, 0.033f32), (DType::F16, 0.005)] {
         let (dec, r) = load("tiny-llama", dtype);
         let got: Vec<Vec<f32>> = dec.last_logits(&prompts(&r)).unwrap().to_vec2().unwrap();
-        for (g, w) in got.iter().zip(&matrix(&r["last_logits"])) {
+        let want = matrix(&r["last_logits"]);
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
             let d = max_abs_diff(g, w);
-            assert!(d < 0.1, "{dtype:?}: max |diff| {d}");
+            assert!(d < bound, "{dtype:?}: max |diff| {d} (bound {bound})");
         }
     }
 }

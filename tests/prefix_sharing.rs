@@ -94,6 +94,7 @@ fn tournament_of_16_matches_the_unshared_path_with_half_the_prefill() {
 
     assert_eq!(shared.prompts.borrow().len(), 2 * 15);
     assert_eq!(*shared.prompts.borrow(), *full.prompts.borrow());
+    assert_eq!(shared.probs.borrow().len(), full.probs.borrow().len());
     for (x, y) in shared.probs.borrow().iter().zip(full.probs.borrow().iter()) {
         assert!(
             (x.p_a - y.p_a).abs() < 1e-5 && (x.p_b - y.p_b).abs() < 1e-5,

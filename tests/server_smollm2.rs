@@ -145,7 +145,8 @@ fn overload_is_refused_whole_with_retry_after() {
             .status()
             .as_u16()
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Event-driven: the four sequences are decoding (40 tokens take seconds here).
+    wait_for(&s, "self_judge_running_sequences", 4.0);
     let r = client()
         .post(s.url("/judge"))
         .json(&pairs(1)[0])
@@ -164,14 +165,24 @@ fn overload_is_refused_whole_with_retry_after() {
     assert_eq!(st, 200, "capacity is released afterwards");
 }
 
-fn send_and_hang_up(addr: &str, path: &str, body: &Value, after: Duration) {
+/// Sends a request on a raw connection and hangs up once `ready` says the server is
+/// working on it.
+fn send_and_hang_up(addr: &str, path: &str, body: &Value, ready: impl Fn() -> bool) {
     let body = body.to_string();
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     write!(conn, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     conn.flush().unwrap();
-    std::thread::sleep(after);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "the server never started the work"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
+/// Waits (no fixed sleeps) until `metric` reaches `at_least`.
 fn wait_for(s: &Server, metric: &str, at_least: f64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while s.metric(metric) < at_least {
@@ -179,7 +190,7 @@ fn wait_for(s: &Server, metric: &str, at_least: f64) {
             Instant::now() < deadline,
             "{metric} never reached {at_least}"
         );
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -191,18 +202,23 @@ fn a_disconnected_clients_work_is_dropped() {
     // A generation that would take a minute stops when its client goes.
     let gen =
         json!({"prompt": "Once upon a time", "n": 2, "max_new_tokens": 1000, "stop": ["\u{1}"]});
-    send_and_hang_up(&addr, "/generate", &gen, Duration::from_millis(800));
+    send_and_hang_up(&addr, "/generate", &gen, || {
+        s.metric("self_judge_running_sequences") >= 2.0
+    });
     wait_for(&s, "self_judge_generations_cancelled_total", 2.0);
     // Judge prompts still queued when the client hangs up never reach a batch.
     let scored = s.metric("self_judge_prompts_scored_total");
-    send_and_hang_up(
-        &addr,
-        "/judge",
-        &json!({"pairs": pairs(8)}),
-        Duration::from_millis(100),
-    );
+    // Hang up once the first batch has been scored: the rest are still queued.
+    send_and_hang_up(&addr, "/judge", &json!({"pairs": pairs(8)}), || {
+        s.metric("self_judge_prompts_scored_total") > scored
+    });
     wait_for(&s, "self_judge_prompts_cancelled_total", 1.0);
-    std::thread::sleep(Duration::from_millis(500));
+    // Every prompt is accounted for, scored or dropped, once the queue is empty.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.metric("self_judge_queue_prompts") > 0.0 {
+        assert!(Instant::now() < deadline, "the queue never emptied");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let ran = s.metric("self_judge_prompts_scored_total") - scored;
     let dropped = s.metric("self_judge_prompts_cancelled_total");
     assert!(
@@ -222,7 +238,8 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
         let r = client().post(url).json(&body).send().unwrap();
         (r.status().as_u16(), r.json::<Value>().unwrap())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM while the generation is decoding, not before it arrived.
+    wait_for(&s, "self_judge_running_sequences", 1.0);
     s.signal_term();
     let (status, body) = inflight.join().unwrap();
     assert_eq!(status, 200, "{body}");
@@ -234,9 +251,15 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
 #[test]
 fn health_is_503_until_the_model_is_loaded() {
     use std::io::BufRead;
+    // The test hook holds the load until the file exists: the loading state is seen
+    // however fast this machine loads the model.
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
     let mut child = Command::new(env!("CARGO_BIN_EXE_self-judge"))
         .args(["serve", "--port", "0", "--model"])
         .arg(smollm2_path())
+        .arg("--hold-load-until")
+        .arg(&go)
         .arg("--config")
         .arg(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -263,9 +286,10 @@ fn health_is_503_until_the_model_is_loaded() {
         .unwrap();
     let (st, body) = (r.status().as_u16(), r.json::<Value>().unwrap());
     assert!(
-        st == 503 && body["error_type"] == "not_ready" || st == 200,
+        st == 503 && body["error_type"] == "not_ready",
         "{st} {body}"
     );
+    std::fs::write(&go, "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while client()
         .get(format!("{base}/health"))

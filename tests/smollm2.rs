@@ -72,6 +72,7 @@ fn last_logits_match_transformers_within_1e3() {
         .unwrap()
         .to_vec2()
         .unwrap();
+    assert_eq!(prompts.len(), got.len());
     for (p, g) in prompts.iter().zip(&got) {
         let first: Vec<f32> = serde_json::from_value(p["logits_0_512"].clone()).unwrap();
         let d = max_abs_diff(&g[..512], &first);

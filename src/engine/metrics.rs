@@ -24,6 +24,8 @@ pub struct EngineMetrics {
     pub generated_tokens: IntCounter,
     /// Sequences decoded together per generation step.
     pub decode_batch_size: Histogram,
+    /// Sequences being generated now (what load tests and autoscalers watch).
+    pub running_sequences: IntGauge,
     /// Prompt tokens computed by judge forwards (after prefix sharing).
     pub prefill_tokens: IntCounter,
     /// Prompt tokens that a shared prefix saved.
@@ -61,6 +63,10 @@ impl EngineMetrics {
                 prometheus::exponential_buckets(0.005, 2.0, 14)?,
             )?,
             queue_prompts: IntGauge::new("self_judge_queue_prompts", "Judge prompts waiting")?,
+            running_sequences: IntGauge::new(
+                "self_judge_running_sequences",
+                "Sequences being generated now",
+            )?,
             prompts_scored: IntCounter::new(
                 "self_judge_prompts_scored_total",
                 "Judge prompts scored",
@@ -100,6 +106,7 @@ impl EngineMetrics {
             )?,
         };
         registry.register(Box::new(m.batch_size.clone()))?;
+        registry.register(Box::new(m.running_sequences.clone()))?;
         registry.register(Box::new(m.batch_tokens.clone()))?;
         registry.register(Box::new(m.batch_seconds.clone()))?;
         registry.register(Box::new(m.queue_prompts.clone()))?;

@@ -342,6 +342,7 @@ impl<'m> Worker<'m> {
             a.reply.send(Err(EngineError::Forward(e.to_string())));
         }
         self.generator = Generator::new(self.model);
+        self.metrics.running_sequences.set(0);
     }
 
     fn generation_step(&mut self) {
@@ -394,5 +395,8 @@ impl<'m> Worker<'m> {
                 Err(e) => self.fail_generations(&e),
             }
         }
+        self.metrics
+            .running_sequences
+            .set(self.generator.num_active() as i64);
     }
 }

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// /v1/models`); default: the checkpoint's file or folder name.
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// Test hook: start loading the model only once this file exists (the loading
+    /// state can then be observed however fast the machine is).
+    #[arg(long, hide = true)]
+    pub hold_load_until: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -209,14 +213,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let api_key = args.api_key.clone().filter(|k| !k.is_empty());
         let state = Arc::new(AppState::new(args.max_body_bytes, metrics.clone(), api_key));
         let loader_state = state.clone();
-        tokio::task::spawn_blocking(move || match load(&args, &cfg, &metrics) {
-            Ok(ready) => {
-                tracing::info!(model = %ready.info.model, "model loaded");
-                let _ = loader_state.ready.set(ready);
+        tokio::task::spawn_blocking(move || {
+            if let Some(f) = &args.hold_load_until {
+                while !f.exists() {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
             }
-            Err(e) => {
-                eprintln!("error: cannot load the model: {e:#}");
-                std::process::exit(1);
+            match load(&args, &cfg, &metrics) {
+                Ok(ready) => {
+                    tracing::info!(model = %ready.info.model, "model loaded");
+                    let _ = loader_state.ready.set(ready);
+                }
+                Err(e) => {
+                    eprintln!("error: cannot load the model: {e:#}");
+                    std::process::exit(1);
+                }
             }
         });
         let local = listener.local_addr()?;

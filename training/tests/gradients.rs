@@ -121,7 +121,7 @@ fn gradients_match_finite_differences() {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let eps = 1e-2f32;
+        let eps = 3e-2f32;
         let eval = |delta: f32| {
             let mut w = orig.clone();
             w[idx] += delta;
@@ -130,11 +130,19 @@ fn gradients_match_finite_differences() {
             loss_value(&m, &ex)
         };
         let fd = (eval(eps) - eval(-eps)) / (2.0 * eps as f64);
-        eval(0.0);
-        let tol = 2e-3 + 0.05 * fd.abs().max(analytic.abs());
+        let base = eval(0.0);
+        // The f32 loss is known to a few ulps: that, over the step, is the noise floor
+        // of the finite difference. A probe must carry a gradient well above it (a zero
+        // or tiny wrong gradient cannot pass), and agree within 3% plus the floor.
+        let noise = 2.0 * f32::EPSILON as f64 * base.abs() / (2.0 * eps as f64);
+        assert!(
+            analytic.abs() >= 5.0 * noise,
+            "{wname}[{idx}]: gradient {analytic} is too small to check against noise {noise}"
+        );
+        let tol = 0.03 * analytic.abs() + noise;
         assert!(
             (fd - analytic).abs() <= tol,
-            "{wname}[{idx}]: finite difference {fd} vs analytic {analytic}"
+            "{wname}[{idx}]: finite difference {fd} vs analytic {analytic} (tolerance {tol})"
         );
     }
 }
@@ -157,7 +165,9 @@ fn differentiable_forward_equals_inference_forward() {
         .unwrap()
         .to_vec2()
         .unwrap();
+    assert_eq!(x.len(), y.len());
     for (r, s) in x.iter().zip(&y) {
+        assert_eq!(r.len(), s.len());
         for (a, b) in r.iter().zip(s) {
             assert!((a - b).abs() < 1e-5);
         }
