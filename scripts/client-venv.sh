@@ -5,8 +5,8 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${1:-$REPO_ROOT/target/client-venv}"
-PKGS=(openai==3.57.0 cohere==7.3.1)
-if ! "$DIR/bin/python" -c "import openai, cohere" 2>/dev/null; then
+PKGS=(openai==3.57.0 cohere==7.3.1 tensorboard==2.21.0)
+if ! "$DIR/bin/python" -c "import openai, cohere, tensorboard" 2>/dev/null; then
     python3 -m venv "$DIR" >&2
     "$DIR/bin/pip" install --quiet --disable-pip-version-check "${PKGS[@]}" >&2
 fi

@@ -16,4 +16,5 @@ pub mod outputs;
 pub mod plot;
 pub mod progress;
 pub mod self_judge;
+pub mod tensorboard;
 pub mod trainer;

@@ -14,6 +14,7 @@ use crate::model::TrainModel;
 use crate::optim::{clip_grads, AdamW, Schedule, ScheduleKind};
 use crate::outputs::{latest_checkpoint, restore, RunInfo};
 use crate::progress::{Progress, Sampler};
+use crate::tensorboard::{entry_scalars, EventWriter};
 
 /// How one invocation runs beyond the config.
 #[derive(Debug, Clone, Default)]
@@ -89,6 +90,8 @@ pub struct Loop<'a> {
     pb: ProgressBar,
     start: Instant,
     start_tokens: usize,
+    /// TensorBoard event file, when `report_to` asks for one.
+    tensorboard: Option<EventWriter>,
 }
 
 impl<'a> Loop<'a> {
@@ -169,6 +172,10 @@ impl<'a> Loop<'a> {
             per_step,
             pb,
             start: Instant::now(),
+            tensorboard: match &a.tensorboard_dir {
+                Some(dir) => Some(EventWriter::create(dir)?),
+                None => None,
+            },
         })
     }
 
@@ -266,8 +273,19 @@ impl<'a> Loop<'a> {
                 // step becomes one line, as HF's Trainer prints it.
                 eprintln!("{}", self.log_line(&entry, done));
             }
-            self.progress.log_history.push(entry);
+            self.log(entry)?;
         }
+        Ok(())
+    }
+
+    /// Records one log-history entry (a logging step or an evaluation), also in the
+    /// TensorBoard event file when there is one.
+    pub fn log(&mut self, entry: Value) -> anyhow::Result<()> {
+        if let Some(tb) = &mut self.tensorboard {
+            let step = entry["step"].as_u64().unwrap_or(0) as usize;
+            tb.scalars(step, &entry_scalars(&entry))?;
+        }
+        self.progress.log_history.push(entry);
         Ok(())
     }
 

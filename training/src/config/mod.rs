@@ -16,13 +16,11 @@ use self_judge_model::config_read::read;
 
 /// Keys accepted for compatibility and ignored (with a warning).
 const IGNORED: &[&str] = &[
-    "training_args.report_to",
     "training_args.gradient_checkpointing",
     "training_args.remove_unused_columns",
     "training_args.bf16",
     "training_args.fp16",
     "training_args.deepspeed",
-    "training_args.logging_dir",
     "training_args.run_name",
     "training_args.ddp_find_unused_parameters",
     "model.attn_implementation",
@@ -53,6 +51,9 @@ pub struct TrainingArgs {
     /// (default `logging_steps`); unset, an `eval_dataset_path` gets one final pass and
     /// `eval_steps` periodic ones.
     pub eval_strategy: Option<String>,
+    /// Write TensorBoard event files (`report_to` names `tensorboard` or `all`) into
+    /// this directory (`logging_dir`, default `output_dir/runs`).
+    pub tensorboard_dir: Option<PathBuf>,
 }
 
 impl TrainingArgs {
@@ -216,8 +217,23 @@ impl TrainConfig {
     /// Parses a config document (once: the judge's part is built from it with
     /// [`TrainConfig::judge_config`]).
     pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
-        let (raw, warnings): (RawConfig, _) = read_strict(text, IGNORED)?;
+        let (raw, mut warnings): (RawConfig, _) = read_strict(text, IGNORED)?;
         let ta = raw.training_args;
+        let mut tensorboard = false;
+        for r in ta.report_to.iter().flatten() {
+            match r.as_str() {
+                "tensorboard" | "all" => tensorboard = true,
+                "none" | "no" => {}
+                other => warnings.push(format!(
+                    "`training_args.report_to` {other:?} is not supported (only tensorboard): nothing is reported there"
+                )),
+            }
+        }
+        let tensorboard_dir = tensorboard.then(|| {
+            ta.logging_dir
+                .clone()
+                .unwrap_or_else(|| ta.output_dir.join("runs"))
+        });
         let training = TrainingArgs {
             output_dir: ta.output_dir,
             per_device_train_batch_size: ta.per_device_train_batch_size.unwrap_or(8).max(1),
@@ -236,6 +252,7 @@ impl TrainConfig {
             weight_decay: ta.weight_decay.unwrap_or(0.0),
             eval_steps: ta.eval_steps.filter(|&e| e > 0),
             eval_strategy: ta.eval_strategy,
+            tensorboard_dir,
         };
         anyhow::ensure!(
             matches!(

@@ -43,6 +43,11 @@ pub struct RawTrainingArgs {
     #[serde(default, deserialize_with = "opt_count")]
     pub eval_steps: Option<usize>,
     pub eval_strategy: Option<String>,
+    /// Integrations to report to (`tensorboard`, `all`, `none`; others are warned).
+    #[serde(default, deserialize_with = "opt_strings")]
+    pub report_to: Option<Vec<String>>,
+    /// Where TensorBoard event files go (default `output_dir/runs`).
+    pub logging_dir: Option<PathBuf>,
 }
 
 /// `jsft_args`.

@@ -9,7 +9,22 @@ fn accepts_the_seed_shape_with_warnings() {
     let c = TrainConfig::from_yaml(BASE).unwrap();
     assert_eq!(c.training.learning_rate, 2e-5);
     assert_eq!(c.warnings.len(), 2);
-    assert!(c.warnings[0].contains("training_args.report_to"));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("training_args.report_to") && w.contains("wandb")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(c.training.tensorboard_dir.is_none());
+    let tb = TrainConfig::from_yaml(&BASE.replace("report_to: wandb", "report_to: [tensorboard]"))
+        .unwrap();
+    assert_eq!(tb.training.tensorboard_dir, Some(PathBuf::from("out/runs")));
+    assert_eq!(
+        tb.warnings.len(),
+        1,
+        "only attn_implementation is left unused"
+    );
 }
 
 #[test]

@@ -251,7 +251,7 @@ pub fn train(
         let periodic = a.eval_every().is_some_and(|e| done.is_multiple_of(e));
         if !eval_rows.is_empty() && periodic && done < run.info.total_steps {
             let e = eval_entry(&run)?;
-            run.progress.log_history.push(e);
+            run.log(e)?;
         }
         run.maybe_save()?;
     }
@@ -261,7 +261,7 @@ pub fn train(
             "eval: loss {:.4} rewards/accuracies {:.3} rewards/margins {:.4}",
             e["eval_loss"], e["eval_rewards/accuracies"], e["eval_rewards/margins"]
         );
-        run.progress.log_history.push(e);
+        run.log(e)?;
     }
     run.finish()
 }
