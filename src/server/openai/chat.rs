@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::convert::{chat_logprobs, finish_reason, messages, now, response_id, sampling};
-use super::error::{OpenAiError, OpenAiErrorResponse};
+use super::error::{GenerationErrors, OpenAiError};
 use super::routes::{check_model, complete, data, ready, sse, start_stream, Ask, OpenAiJson};
 use super::schemas::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
@@ -21,12 +21,7 @@ use crate::service::{Prompt, StreamEvent};
 #[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatCompletionRequest,
     responses(
         (status = 200, description = "The completion, or `text/event-stream` chunks (`ChatCompletionChunk`) with `stream`", body = ChatCompletion),
-        (status = 400, description = "Invalid request", body = OpenAiErrorResponse),
-        (status = 404, description = "Unknown model", body = OpenAiErrorResponse),
-        (status = 413, description = "Prompt over the limit or more work than the server admits", body = OpenAiErrorResponse),
-        (status = 415, description = "Not JSON", body = OpenAiErrorResponse),
-        (status = 429, description = "At capacity", body = OpenAiErrorResponse),
-        (status = 503, description = "Loading", body = OpenAiErrorResponse),
+        GenerationErrors,
     ),
     security(("bearer" = []))
 )]

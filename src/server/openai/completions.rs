@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::convert::{completion_logprobs, finish_reason, now, response_id, sampling};
-use super::error::{OpenAiError, OpenAiErrorResponse};
+use super::error::{GenerationErrors, OpenAiError};
 use super::routes::{check_model, complete, data, ready, sse, start_stream, Ask, OpenAiJson};
 use super::schemas::{Completion, CompletionChoice, CompletionRequest, PromptInput, Usage};
 use crate::server::state::AppState;
@@ -19,12 +19,7 @@ use crate::tokenizer::TextTokenizer;
 #[utoipa::path(post, path = "/v1/completions", request_body = CompletionRequest,
     responses(
         (status = 200, description = "The completion, or `text/event-stream` chunks (`Completion`) with `stream`", body = Completion),
-        (status = 400, description = "Invalid request", body = OpenAiErrorResponse),
-        (status = 404, description = "Unknown model", body = OpenAiErrorResponse),
-        (status = 413, description = "Prompt over the limit or more work than the server admits", body = OpenAiErrorResponse),
-        (status = 415, description = "Not JSON", body = OpenAiErrorResponse),
-        (status = 429, description = "At capacity", body = OpenAiErrorResponse),
-        (status = 503, description = "Loading", body = OpenAiErrorResponse),
+        GenerationErrors,
     ),
     security(("bearer" = []))
 )]

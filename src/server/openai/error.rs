@@ -100,3 +100,24 @@ impl IntoResponse for OpenAiError {
         res
     }
 }
+
+/// The error statuses of the generation routes, documented once for both.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only: the handlers answer with `OpenAiError`
+pub enum GenerationErrors {
+    #[response(status = 400, description = "Invalid request")]
+    Invalid(OpenAiErrorResponse),
+    #[response(status = 404, description = "Unknown model")]
+    UnknownModel(OpenAiErrorResponse),
+    #[response(
+        status = 413,
+        description = "Prompt over the limit or more work than the server admits"
+    )]
+    TooLarge(OpenAiErrorResponse),
+    #[response(status = 415, description = "Not JSON")]
+    NotJson(OpenAiErrorResponse),
+    #[response(status = 429, description = "At capacity")]
+    Overloaded(OpenAiErrorResponse),
+    #[response(status = 503, description = "Loading")]
+    Loading(OpenAiErrorResponse),
+}
