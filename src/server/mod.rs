@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod rerank;
 pub mod routes;
 pub mod schemas;
+pub mod sse;
 pub mod state;
 
 use std::net::SocketAddr;

@@ -50,11 +50,7 @@ pub async fn chat_completions(
     let (id, created, model) = (response_id("chatcmpl"), now(), ready.model_id.clone());
     let tok = ready.service.model().tokenizer.clone();
     if req.common.stream {
-        let include_usage = req
-            .common
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage);
+        let include_usage = req.common.include_usage();
         let stream = start_stream(&ready.service, &req.common, ask).await?;
         let n = req.common.n.unwrap_or(1);
         let chunk =

@@ -65,11 +65,7 @@ pub async fn completions(
         self_judge: sj,
     };
     if req.common.stream {
-        let include_usage = req
-            .common
-            .stream_options
-            .as_ref()
-            .is_some_and(|o| o.include_usage);
+        let include_usage = req.common.include_usage();
         let stream = start_stream(&ready.service, &req.common, ask).await?;
         let mut offsets: Vec<usize> = Vec::new();
         let format = move |e: Option<StreamEvent>, u: Option<Usage>| -> Option<Event> {

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::Json;
@@ -14,6 +13,8 @@ use serde::Serialize;
 
 use super::error::{OpenAiError, OpenAiErrorResponse};
 use super::schemas::{CommonParams, ModelCard, ModelList, SelfJudgeInfo, Usage};
+use crate::server::json::ApiJson;
+use crate::server::sse::{from_channel, json_event};
 use crate::server::state::{AppState, Ready};
 use crate::service::{
     BestOfN, Generation, GenerationStream, JudgeService, Prompt, SampleTokens, SamplingRequest,
@@ -31,9 +32,9 @@ where
     type Rejection = OpenAiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(v) = Json::<T>::from_request(req, state)
+        let ApiJson(v) = ApiJson::<T>::from_request(req, state)
             .await
-            .map_err(|e: JsonRejection| OpenAiError(e.into()))?;
+            .map_err(OpenAiError)?;
         Ok(OpenAiJson(v))
     }
 }
@@ -162,7 +163,7 @@ pub(super) async fn start_stream(
 }
 
 pub(super) fn data<T: Serialize>(v: &T) -> Event {
-    Event::default().data(serde_json::to_string(v).unwrap_or_default())
+    json_event(None, v)
 }
 
 /// Server-sent events from a generation: one `data:` event per chunk `format` makes,
@@ -207,7 +208,5 @@ where
         }
         let _ = tx.send(Event::default().data("[DONE]")).await;
     });
-    Sse::new(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (Ok(e), rx))
-    }))
+    from_channel(rx)
 }

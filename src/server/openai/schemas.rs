@@ -57,6 +57,15 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
+impl CommonParams {
+    /// Whether a stream ends with a usage chunk (`stream_options.include_usage`).
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
+    }
+}
+
 /// Settings both generation routes share.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct CommonParams {

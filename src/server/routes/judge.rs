@@ -13,10 +13,11 @@ use crate::server::schemas::RoundEvent;
 use crate::server::schemas::{
     JudgeRequest, JudgeResponse, TournamentRequest, TournamentResponse, Winner,
 };
+use crate::server::sse::{from_channel, json_event};
 use crate::server::state::AppState;
 use crate::service::{AdmittedTournament, BestOfN, Prompt, RoundDone};
 use crate::tokenizer::ChatMessage;
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 
 /// Judge one pair or a list of pairs.
@@ -185,12 +186,6 @@ fn given_response(
     }
 }
 
-fn event<T: serde::Serialize>(name: &str, v: &T) -> Event {
-    Event::default()
-        .event(name)
-        .data(serde_json::to_string(v).unwrap_or_default())
-}
-
 /// The given-candidates tournament as server-sent events: `round` after each round,
 /// then `result` or `error`. A client that leaves stops the rounds not yet played.
 fn streamed(
@@ -208,11 +203,19 @@ fn streamed(
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<RoundDone>();
         let run = admitted.run(service, &contexts, &responses, req.seed, Some(&ptx));
         tokio::pin!(run);
+        let round_event = |r: RoundDone| {
+            json_event(
+                Some("round"),
+                &RoundEvent {
+                    round: r.round,
+                    rounds: r.rounds,
+                },
+            )
+        };
         let outcome = loop {
             tokio::select! {
                 Some(r) = prx.recv() => {
-                    let ev = event("round", &RoundEvent { round: r.round, rounds: r.rounds });
-                    if tx.send(ev).await.is_err() {
+                    if tx.send(round_event(r)).await.is_err() {
                         return; // the client left: dropping `run` stops the rounds
                     }
                 }
@@ -220,27 +223,15 @@ fn streamed(
             }
         };
         while let Ok(r) = prx.try_recv() {
-            let ev = event(
-                "round",
-                &RoundEvent {
-                    round: r.round,
-                    rounds: r.rounds,
-                },
-            );
-            if tx.send(ev).await.is_err() {
+            if tx.send(round_event(r)).await.is_err() {
                 return;
             }
         }
         let last = match outcome {
-            Ok(results) => event("result", &given_response(&req, results, &responses)),
-            Err(e) => event("error", &ApiError::from(e).body()),
+            Ok(results) => json_event(Some("result"), &given_response(&req, results, &responses)),
+            Err(e) => json_event(Some("error"), &ApiError::from(e).body()),
         };
         let _ = tx.send(last).await;
     });
-    Sse::new(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
-    }))
-    .into_response()
+    from_channel(rx).into_response()
 }
