@@ -303,7 +303,11 @@ pub(super) fn attend_layer(
             };
             outs.push(if !batched {
                 let mask = plan.masks.get(n, plan.past[i], window)?;
-                attend(&qi, &kf, &vf, mask.as_ref(), ops.pass)?
+                if ops.pass.differentiable() {
+                    super::autograd::attention(&qi, &kf, &vf, mask.as_ref())?
+                } else {
+                    attend(&qi, &kf, &vf, mask.as_ref(), ops.pass)?
+                }
             } else {
                 attend_batched(
                     &qi.unsqueeze(0)?,

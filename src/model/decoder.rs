@@ -4,11 +4,14 @@
 //! only attention is split per sequence, so no padding FLOPs are spent. Each sequence
 //! may continue a [`KvCache`] (generation, or a shared judge prefix).
 
-use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
 
 pub use super::attention::AttentionPath;
 use super::attention::{AttentionOps, BatchPlan, Masks};
 use super::batch::PackedBatch;
+use super::checkpoint::{checkpointed, GradientCheckpointing, LayerRun};
 use super::config::ModelConfig;
 use super::flash::VarlenLens;
 use super::kv::KvCache;
@@ -43,6 +46,9 @@ pub struct Decoder {
     attention: AttentionPath,
     /// The fused kernels of [`super::fused`] for inference on an accelerator.
     fused_kernels: bool,
+    /// Gradient checkpointing of training passes, with the store the recomputed layers
+    /// leave their weight gradients in.
+    checkpointing: Option<Arc<GradientCheckpointing>>,
     dtype: DType,
     device: Device,
 }
@@ -108,6 +114,7 @@ impl Decoder {
             rotary: Rotary::new(cfg, dtype, device)?,
             attention: AttentionPath::default_for(device, dtype, cfg.head_dim),
             fused_kernels: true,
+            checkpointing: None,
             dtype,
             device: device.clone(),
         })
@@ -119,7 +126,15 @@ impl Decoder {
         let mut d = self.clone();
         d.layers = self.layers.iter().map(Layer::without_adapters).collect();
         d.lm_head.lora = None;
+        d.checkpointing = None;
         d
+    }
+
+    /// Turns gradient checkpointing of training passes on (with the store the trainer
+    /// merges weight gradients from after each backward) or off. Passes with caches and
+    /// decoders with nothing trainable run as before.
+    pub fn set_gradient_checkpointing(&mut self, store: Option<Arc<GradientCheckpointing>>) {
+        self.checkpointing = store;
     }
 
     /// Chooses the attention path (default: [`AttentionPath::default_for`]). `Batched`
@@ -168,7 +183,7 @@ impl Decoder {
     fn rms_norm(&self, x: &Tensor, w: &Tensor, pass: Pass) -> Result<Tensor> {
         let eps = self.cfg.rms_norm_eps as f32;
         Ok(if pass.differentiable() {
-            candle_nn::ops::rms_norm_slow(x, w, eps)?
+            super::autograd::rms_norm(x, w, eps)?
         } else {
             candle_nn::ops::rms_norm(x, w, eps)?
         })
@@ -295,6 +310,32 @@ impl Decoder {
             },
             fused_silu_mul: self.fused_on_device(pass),
         };
+        if let Some(store) = self.checkpointing.as_ref() {
+            let trained =
+                self.embed_tokens.track_op() || self.layers.iter().any(Layer::has_trainable);
+            if pass.differentiable() && caches.is_none() && trained {
+                let mut x = self.embed_tokens.index_select(&ids, 0)?;
+                if !x.track_op() {
+                    // Frozen embeddings: the layers' ops must still be in the graph.
+                    x = Var::from_tensor(&x)?.as_tensor().clone();
+                }
+                for (li, layer) in self.layers.iter().enumerate() {
+                    let run = LayerRun {
+                        layer: layer.clone(),
+                        li,
+                        eps: self.cfg.rms_norm_eps as f32,
+                        batch: batch.clone(),
+                        runs: plan.runs.clone(),
+                        rope: (cos.clone(), sin.clone()),
+                        heads: io.heads,
+                        attention: io.attention,
+                        pass,
+                    };
+                    x = checkpointed(run, &x, store)?;
+                }
+                return self.head(&x, batch, output, pass);
+            }
+        }
         let first = self
             .layers
             .first()

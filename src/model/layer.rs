@@ -2,6 +2,9 @@
 //! (projections, rotary, attention over the packed batch and its caches, output
 //! projection) and the gated MLP.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
 use candle_core::Tensor;
 
 use super::attention::{attend_layer, AttentionOps, BatchPlan};
@@ -72,12 +75,60 @@ impl Layer {
     pub(super) fn mlp(&self, h: &Tensor, io: &BlockInputs) -> Result<Tensor> {
         let gate = self.gate_proj.forward_t(h, io.pass)?;
         let up = self.up_proj.forward_t(h, io.pass)?;
-        let inner = if io.fused_silu_mul {
+        let inner = if io.pass.differentiable() {
+            super::autograd::silu_mul(&gate, &up)?
+        } else if io.fused_silu_mul {
             super::fused::silu_mul(&gate, &up)?
         } else {
             (gate.silu()? * up)?
         };
         self.down_proj.forward_t(&inner, io.pass)
+    }
+
+    /// The whole block on the residual stream `x` as a training pass computes it: norm,
+    /// attention, residual add, norm, MLP, residual add (the unit that gradient
+    /// checkpointing recomputes).
+    pub(super) fn block(
+        &self,
+        li: usize,
+        x: &Tensor,
+        eps: f32,
+        io: &BlockInputs,
+        plan: &mut BatchPlan,
+    ) -> Result<Tensor> {
+        let h = super::autograd::rms_norm(x, &self.input_layernorm, eps)?;
+        let x = (x + self.attention(li, &h, io, plan, None)?)?;
+        let h = super::autograd::rms_norm(&x, &self.post_attention_layernorm, eps)?;
+        Ok((&x + self.mlp(&h, io)?)?)
+    }
+
+    fn projections(&self) -> [&Linear; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+
+    /// Whether any weight or adapter of the block is trained (a variable or computed
+    /// from one).
+    pub fn has_trainable(&self) -> bool {
+        let norms = [&self.input_layernorm, &self.post_attention_layernorm];
+        norms.iter().any(|t| t.track_op()) || self.projections().iter().any(|p| p.has_trainable())
+    }
+
+    /// The LoRA dropout counter the block's adapters draw masks from, if any.
+    pub(super) fn dropout_counter(&self) -> Option<Arc<AtomicU64>> {
+        self.projections().iter().find_map(|p| {
+            p.lora
+                .as_ref()
+                .and_then(|l| l.dropout.as_ref())
+                .map(|d| d.counter.clone())
+        })
     }
 
     /// The same block without LoRA adapters.

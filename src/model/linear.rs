@@ -9,6 +9,7 @@ use candle_core::{Module, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::autograd::{self, DropoutMask};
 use super::ops::Pass;
 use super::Result;
 
@@ -46,24 +47,23 @@ pub struct LoraDropout {
 }
 
 impl LoraDropout {
-    fn apply(&self, xs: &Tensor) -> Result<Tensor> {
+    /// Draws the next mask (advancing the shared counter) as a generator that makes the
+    /// same mask every time it is asked, so a backward can recompute it instead of
+    /// keeping it; `None` when `p` is 0.
+    fn draw(&self) -> Option<DropoutMask> {
         if self.p <= 0.0 {
-            return Ok(xs.clone());
+            return None;
         }
         let k = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut rng = StdRng::seed_from_u64(self.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let keep = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> = (0..xs.elem_count())
-            .map(|_| {
-                if rng.random::<f32>() < self.p {
-                    0.0
-                } else {
-                    keep
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
-        Ok(xs.mul(&mask)?)
+        let (p, seed) = (self.p, self.seed);
+        Some(DropoutMask::new(move |like: &Tensor| {
+            let mut rng = StdRng::seed_from_u64(seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let keep = 1.0 / (1.0 - p);
+            let mask: Vec<f32> = (0..like.elem_count())
+                .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+                .collect();
+            Tensor::from_vec(mask, like.shape(), like.device())?.to_dtype(like.dtype())
+        }))
     }
 }
 
@@ -93,6 +93,11 @@ impl Linear {
     /// Applies the projection in `pass`: LoRA dropout only in a training pass that
     /// asks for it.
     pub fn forward_t(&self, xs: &Tensor, pass: Pass) -> Result<Tensor> {
+        if let (LinearWeight::Dense(w), true) = (&self.weight, pass.differentiable()) {
+            if !w.track_op() {
+                return self.frozen(xs, w, pass);
+            }
+        }
         let mut y = match &self.weight {
             LinearWeight::Dense(w) if xs.rank() == 2 => xs.matmul(&w.t()?)?,
             LinearWeight::Dense(w) => xs.broadcast_matmul(&w.t()?)?,
@@ -107,13 +112,46 @@ impl Linear {
             y = y.broadcast_add(b)?;
         }
         if let Some(l) = &self.lora {
-            let x = match &l.dropout {
-                Some(d) if pass.dropout() => d.apply(xs)?,
-                _ => xs.clone(),
+            let x = match l
+                .dropout
+                .as_ref()
+                .filter(|_| pass.dropout())
+                .and_then(|d| d.draw())
+            {
+                Some(mask) => (xs * mask.tensor(xs)?)?,
+                None => xs.clone(),
             };
             let low = x.broadcast_matmul(&l.a.t()?)?.broadcast_matmul(&l.b.t()?)?;
             y = (y + (low * l.scale)?)?;
         }
         Ok(y)
+    }
+}
+
+impl Linear {
+    /// Whether the weight, bias or adapter is trained.
+    pub fn has_trainable(&self) -> bool {
+        let dense = matches!(&self.weight, LinearWeight::Dense(w) if w.track_op());
+        let lora = self
+            .lora
+            .as_ref()
+            .is_some_and(|l| l.a.track_op() || l.b.track_op());
+        dense || lora || self.bias.as_ref().is_some_and(|b| b.track_op())
+    }
+
+    /// A training pass over a frozen dense weight: one op with its own backward (no
+    /// gradient for the weight; under LoRA the dropout mask is recomputed, not kept).
+    fn frozen(&self, xs: &Tensor, w: &Tensor, pass: Pass) -> Result<Tensor> {
+        Ok(match &self.lora {
+            None => autograd::frozen_linear(xs, w, self.bias.as_ref())?,
+            Some(l) => {
+                let mask = l
+                    .dropout
+                    .as_ref()
+                    .filter(|_| pass.dropout())
+                    .and_then(|d| d.draw());
+                autograd::dropout_lora(xs, w, self.bias.as_ref(), (&l.a, &l.b, l.scale), mask)?
+            }
+        })
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod adapter;
 pub mod attention;
+pub mod autograd;
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod config_read;
 pub mod decoder;

@@ -99,7 +99,7 @@ impl Rotary {
     /// `pass` (candle's has no backward).
     pub fn apply(xs: &Tensor, cos: &Tensor, sin: &Tensor, pass: Pass) -> Result<Tensor> {
         if pass.differentiable() {
-            Self::apply_differentiable(xs, cos, sin)
+            Ok(super::autograd::rope(xs, cos, sin)?)
         } else {
             Self::apply_fused(xs, cos, sin)
         }
@@ -111,7 +111,8 @@ impl Rotary {
         Ok(candle_nn::rotary_emb::rope_thd(&xs, cos, sin)?.squeeze(0)?)
     }
 
-    /// The same rotation from differentiable primitives, for training.
+    /// The same rotation from differentiable primitives (the reference the training
+    /// op with its own backward is tested against).
     pub fn apply_differentiable(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let half = xs.dim(D::Minus1)? / 2;
         let cos = Tensor::cat(&[cos, cos], D::Minus1)?.unsqueeze(1)?;
