@@ -72,8 +72,9 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     let (mut cfg, judge_cfg) = read_configs(config)?;
     opts.apply_processes(&mut cfg.training);
     let lora = cfg.lora.as_ref().map(|s| (s, cfg.training.seed));
-    let model = TrainModel::load(&cfg.model_path, lora)
+    let mut model = TrainModel::load_with(&cfg.model_path, lora, None, &opts.device)
         .with_context(|| format!("loading {}", cfg.model_path.display()))?;
+    model.set_gradient_checkpointing(cfg.training.gradient_checkpointing);
     let (chat_src, chat) = chat_template(&judge_cfg, &model)?;
     let max_length = clamp_max_length(cfg.max_length, &model);
     let builder = JsftBuilder::new(
@@ -203,7 +204,7 @@ pub fn train(
         for micro in batch.chunks(micro_size) {
             let l = lm_loss(&model.decoder, micro, targets, pass)?;
             value += l.to_scalar::<f32>()? as f64;
-            let g = l.backward()?;
+            let g = model.backward(&l)?;
             grads = Some(match grads {
                 None => g,
                 Some(acc) => add_grads(acc, g, &model.vars)?,

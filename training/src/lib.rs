@@ -3,6 +3,7 @@
 //! `training jsft` (all weights or LoRA, resumable) is in [`jsft`], `training self-judge`
 //! (on-policy DPO with the reference as judge) in [`self_judge`].
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

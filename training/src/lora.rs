@@ -117,6 +117,7 @@ impl Adapters {
     /// Attaches fresh adapters (A random from `seed`, B zero) to every target module.
     pub fn attach(decoder: &mut Decoder, spec: LoraSpec, seed: u64) -> anyhow::Result<Self> {
         let counter = Arc::new(AtomicU64::new(0));
+        let dev = decoder.device().clone();
         let mut rng = StdRng::seed_from_u64(seed ^ 0x4C6F_5241);
         let mut vars = Vec::new();
         for (i, layer) in decoder.layers.iter_mut().enumerate() {
@@ -127,8 +128,8 @@ impl Adapters {
                 let a: Vec<f32> = (0..spec.r * inp)
                     .map(|_| rng.random_range(-bound..bound))
                     .collect();
-                let a = Var::from_tensor(&Tensor::from_vec(a, (spec.r, inp), &Device::Cpu)?)?;
-                let b = Var::from_tensor(&Tensor::zeros((out, spec.r), DType::F32, &Device::Cpu)?)?;
+                let a = Var::from_tensor(&Tensor::from_vec(a, (spec.r, inp), &dev)?)?;
+                let b = Var::from_tensor(&Tensor::zeros((out, spec.r), DType::F32, &dev)?)?;
                 let dropout = (spec.dropout > 0.0).then(|| LoraDropout {
                     p: spec.dropout as f32,
                     seed,
@@ -227,7 +228,7 @@ impl Adapters {
                 t.dims(),
                 var.dims()
             );
-            var.set(&t.to_dtype(DType::F32)?)?;
+            var.set(&t.to_dtype(DType::F32)?.to_device(var.device())?)?;
         }
         Ok(())
     }

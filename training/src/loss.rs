@@ -79,10 +79,8 @@ pub fn sequence_stats(
         .lm_head
         .forward_t(&h, pass)?
         .to_dtype(candle_core::DType::F32)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let picked = logp
-        .gather(&Tensor::from_vec(targets, (n, 1), dev)?, 1)?
-        .squeeze(1)?;
+    // The log-softmax is never materialised: its backward is recomputed from the logits.
+    let picked = self_judge_model::autograd::target_log_probs(&logits, &targets)?;
     // Sum per sequence: a [n_seqs, n] one-hot ownership matrix times the picked values.
     let mut own = vec![0f32; examples.len() * n];
     for (j, &o) in owner.iter().enumerate() {

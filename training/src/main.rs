@@ -32,6 +32,10 @@ struct RunArgs {
     /// Read N for --num-processes from an accelerate config file's `num_processes`.
     #[arg(long)]
     accelerate_config: Option<std::path::PathBuf>,
+    /// Where to train: `cpu`, `cuda` or `cuda:N` (CUDA needs a binary built with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 impl RunArgs {
@@ -48,6 +52,7 @@ impl RunArgs {
             resume: self.resume,
             stop_after: self.stop_after,
             num_processes,
+            device: self_judge_model::parse_device(&self.device)?,
         })
     }
 }
@@ -69,6 +74,7 @@ enum Command {
 }
 
 fn main() {
+    training::alloc::keep_freed_memory();
     let result = match Cli::parse().command {
         Command::Init(a) => training::init::run(a),
         Command::Jsft(r) => r.options().and_then(|o| training::jsft::run(&r.config, &o)),

@@ -5,9 +5,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use anyhow::Context;
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use self_judge_model::adapter::{LoraAdapter, MergedSource};
+use self_judge_model::checkpoint::GradientCheckpointing;
 use self_judge_model::gguf::GgufFile;
 use self_judge_model::weights::{SafetensorsSource, WeightSource};
 use self_judge_model::{Decoder, ModelConfig};
@@ -56,37 +60,55 @@ pub struct TrainModel {
     pub tokenizer: TextTokenizer,
     /// The checkpoint's chat template, if any.
     pub chat_template: Option<String>,
+    /// The weight-gradient store of gradient checkpointing, when it is on.
+    checkpointing: Option<Arc<GradientCheckpointing>>,
 }
 
 impl TrainModel {
     /// Loads a HF directory (f32/bf16/f16 weights, kept in f32) or a GGUF file
     /// (dequantized) as trainable f32 weights on the CPU.
     pub fn load(path: &Path, lora: Option<(&LoraSpec, u64)>) -> anyhow::Result<Self> {
-        Self::load_with(path, lora, None)
+        Self::load_with(path, lora, None, &Device::Cpu)
     }
 
-    /// [`TrainModel::load`] with a PEFT LoRA adapter merged into the base weights first
-    /// (`model.peft_model_name_or_path`), as the server's `--adapter` merges it.
+    /// [`TrainModel::load`] on `device`, with a PEFT LoRA adapter merged into the base
+    /// weights first (`model.peft_model_name_or_path`), as the server's `--adapter`
+    /// merges it.
     pub fn load_with(
         path: &Path,
         lora: Option<(&LoraSpec, u64)>,
         adapter: Option<&LoraAdapter>,
+        device: &Device,
     ) -> anyhow::Result<Self> {
-        let dev = Device::Cpu;
+        let dev = device.clone();
         if path.is_dir() {
             let text = std::fs::read_to_string(path.join("config.json"))
                 .with_context(|| format!("reading {}/config.json", path.display()))?;
             let cfg = ModelConfig::from_hf_json(&text)?;
             let mut st = SafetensorsSource::open(path, DType::F32, &dev)?;
             let (tokenizer, chat_template) = TextTokenizer::from_hf_dir(path, &cfg.eos_token_ids)?;
-            Self::build_with(&cfg, &mut st, tokenizer, chat_template, lora, adapter)
+            Self::build_with(
+                &cfg,
+                &mut st,
+                tokenizer,
+                chat_template,
+                (lora, adapter),
+                &dev,
+            )
         } else {
             let file = GgufFile::open(path)?;
             let cfg = file.config()?;
             let (tokenizer, chat_template) =
                 self_judge_tokenizer::gguf::from_gguf(file.metadata())?;
             let mut src = file.source(&cfg, false, DType::F32, &dev);
-            Self::build_with(&cfg, &mut src, tokenizer, chat_template, lora, adapter)
+            Self::build_with(
+                &cfg,
+                &mut src,
+                tokenizer,
+                chat_template,
+                (lora, adapter),
+                &dev,
+            )
         }
     }
 
@@ -99,7 +121,14 @@ impl TrainModel {
         chat_template: Option<String>,
         lora: Option<(&LoraSpec, u64)>,
     ) -> anyhow::Result<Self> {
-        Self::build_with(cfg, src, tokenizer, chat_template, lora, None)
+        Self::build_with(
+            cfg,
+            src,
+            tokenizer,
+            chat_template,
+            (lora, None),
+            &Device::Cpu,
+        )
     }
 
     fn build_with(
@@ -107,8 +136,8 @@ impl TrainModel {
         src: &mut dyn WeightSource,
         tokenizer: TextTokenizer,
         chat_template: Option<String>,
-        lora: Option<(&LoraSpec, u64)>,
-        adapter: Option<&LoraAdapter>,
+        (lora, adapter): (Option<(&LoraSpec, u64)>, Option<&LoraAdapter>),
+        device: &Device,
     ) -> anyhow::Result<Self> {
         let mut merged;
         let inner: &mut dyn WeightSource = match adapter {
@@ -127,7 +156,7 @@ impl TrainModel {
             weights: Vec::new(),
             vars: Vec::new(),
         };
-        let mut decoder = Decoder::load(cfg, &mut vs, DType::F32, &Device::Cpu)?;
+        let mut decoder = Decoder::load(cfg, &mut vs, DType::F32, device)?;
         let (vars, base) = (vs.vars, vs.weights);
         if let Some(m) = merged {
             m.finish()?;
@@ -146,7 +175,27 @@ impl TrainModel {
             lora,
             tokenizer,
             chat_template,
+            checkpointing: None,
         })
+    }
+
+    /// Turns gradient checkpointing (`gradient_checkpointing: true`) on or off: training
+    /// passes keep each layer's input only and recompute the layer in the backward.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on.then(GradientCheckpointing::new);
+        self.decoder
+            .set_gradient_checkpointing(self.checkpointing.clone());
+    }
+
+    /// `loss.backward()` plus the weight gradients that checkpointed layers computed in
+    /// their recomputation: the gradients of every trainable variable. Every training
+    /// backward goes through here.
+    pub fn backward(&self, loss: &Tensor) -> anyhow::Result<GradStore> {
+        let mut grads = loss.backward()?;
+        if let Some(c) = &self.checkpointing {
+            c.merge_into(&mut grads)?;
+        }
+        Ok(grads)
     }
 
     /// The weights a plain HF checkpoint of the current model holds: the trained weights,

@@ -4,7 +4,8 @@
 use candle_core::backprop::GradStore;
 use std::collections::HashMap;
 
-use candle_core::{Tensor, Var};
+use candle_core::{InplaceOp2, InplaceOp3, Layout, Tensor, Var};
+use rayon::prelude::*;
 
 /// HF `lr_scheduler_type` values we implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,27 +116,198 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`; variables without a gradient are left as
-    /// they are.
+    /// they are. f32 on the CPU runs in place, three parallel passes per variable
+    /// ([`adamw_in_place`]); elsewhere as tensor ops, with the same f32 arithmetic.
     pub fn update(&mut self, vars: &[Var], grads: &GradStore, lr: f64) -> candle_core::Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(t);
-        let c2 = 1.0 - b2.powi(t);
+        let k = AdamWStep {
+            b1: self.beta1,
+            b2: self.beta2,
+            c1: 1.0 - self.beta1.powi(t),
+            c2: 1.0 - self.beta2.powi(t),
+            eps: self.eps,
+            lr,
+            decay: 1.0 - lr * self.weight_decay,
+        };
         for (v, (m, s)) in vars.iter().zip(self.moments.iter_mut()) {
             let Some(g) = grads.get(v.as_tensor()) else {
                 continue;
             };
-            *m = ((&*m * b1)? + (g * (1.0 - b1))?)?;
-            *s = ((&*s * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let m_hat = (&*m / c1)?;
-            let v_hat = (&*s / c2)?;
-            let decayed = (v.as_tensor() * (1.0 - lr * self.weight_decay))?;
-            let step = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
-            v.set(&(decayed - (step * lr)?)?)?;
+            // The moments must not keep a gradient's graph alive from step to step.
+            let g = &g.detach();
+            let in_place = [v.as_tensor(), &*m, &*s, g]
+                .iter()
+                .all(|x| x.device().is_cpu() && x.dtype() == candle_core::DType::F32);
+            if in_place {
+                adamw_in_place(v.as_tensor(), m, s, &g.contiguous()?, k)?;
+            } else {
+                let (w, m2, s2) = k.composed(v.as_tensor(), m, s, g)?;
+                *m = m2;
+                *s = s2;
+                v.set(&w)?;
+            }
         }
         Ok(())
     }
+}
+
+/// The constants of one AdamW step (torch's formulas, bias-corrected).
+#[derive(Debug, Clone, Copy)]
+struct AdamWStep {
+    b1: f64,
+    b2: f64,
+    c1: f64,
+    c2: f64,
+    eps: f64,
+    lr: f64,
+    decay: f64,
+}
+
+impl AdamWStep {
+    /// The step as tensor ops: new (weight, m, s).
+    fn composed(
+        &self,
+        w: &Tensor,
+        m: &Tensor,
+        s: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let m = ((m * self.b1)? + (g * (1.0 - self.b1))?)?;
+        let s = ((s * self.b2)? + (g.sqr()? * (1.0 - self.b2))?)?;
+        let m_hat = (&m / self.c1)?;
+        let v_hat = (&s / self.c2)?;
+        let decayed = (w * self.decay)?;
+        let step = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
+        Ok(((decayed - (step * self.lr)?)?, m, s))
+    }
+}
+
+/// One element of the step, in the f32 arithmetic of [`AdamWStep::composed`] (candle's
+/// affine ops multiply by the f64 constant rounded to f32, and divide by multiplying by
+/// the rounded reciprocal).
+struct Moment1(AdamWStep);
+struct Moment2(AdamWStep);
+struct Weight(AdamWStep);
+
+fn cpu_f32_mut<'a>(
+    s: &'a mut candle_core::CpuStorage,
+    l: &Layout,
+) -> candle_core::Result<&'a mut [f32]> {
+    match s {
+        candle_core::CpuStorage::F32(v) if l.is_contiguous() => {
+            let start = l.start_offset();
+            Ok(&mut v[start..start + l.shape().elem_count()])
+        }
+        _ => candle_core::bail!("adamw: contiguous f32 expected"),
+    }
+}
+
+fn cpu_f32_ref<'a>(s: &'a candle_core::CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match s {
+        candle_core::CpuStorage::F32(v) if l.is_contiguous() => {
+            let start = l.start_offset();
+            Ok(&v[start..start + l.shape().elem_count()])
+        }
+        _ => candle_core::bail!("adamw: contiguous f32 expected"),
+    }
+}
+
+const BLOCK: usize = 1 << 15;
+
+impl InplaceOp2 for Moment1 {
+    fn name(&self) -> &'static str {
+        "adamw-m"
+    }
+    fn cpu_fwd(
+        &self,
+        m: &mut candle_core::CpuStorage,
+        lm: &Layout,
+        g: &candle_core::CpuStorage,
+        lg: &Layout,
+    ) -> candle_core::Result<()> {
+        let (a, b) = (self.0.b1 as f32, (1.0 - self.0.b1) as f32);
+        let (m, g) = (cpu_f32_mut(m, lm)?, cpu_f32_ref(g, lg)?);
+        m.par_chunks_mut(BLOCK)
+            .zip(g.par_chunks(BLOCK))
+            .for_each(|(m, g)| {
+                for (m, g) in m.iter_mut().zip(g) {
+                    *m = *m * a + g * b;
+                }
+            });
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for Moment2 {
+    fn name(&self) -> &'static str {
+        "adamw-s"
+    }
+    fn cpu_fwd(
+        &self,
+        s: &mut candle_core::CpuStorage,
+        ls: &Layout,
+        g: &candle_core::CpuStorage,
+        lg: &Layout,
+    ) -> candle_core::Result<()> {
+        let (a, b) = (self.0.b2 as f32, (1.0 - self.0.b2) as f32);
+        let (s, g) = (cpu_f32_mut(s, ls)?, cpu_f32_ref(g, lg)?);
+        s.par_chunks_mut(BLOCK)
+            .zip(g.par_chunks(BLOCK))
+            .for_each(|(s, g)| {
+                for (s, g) in s.iter_mut().zip(g) {
+                    *s = *s * a + (g * g) * b;
+                }
+            });
+        Ok(())
+    }
+}
+
+impl InplaceOp3 for Weight {
+    fn name(&self) -> &'static str {
+        "adamw-w"
+    }
+    fn cpu_fwd(
+        &self,
+        w: &mut candle_core::CpuStorage,
+        lw: &Layout,
+        m: &candle_core::CpuStorage,
+        lm: &Layout,
+        s: &candle_core::CpuStorage,
+        ls: &Layout,
+    ) -> candle_core::Result<()> {
+        let k = self.0;
+        let (r1, r2) = ((1.0 / k.c1) as f32, (1.0 / k.c2) as f32);
+        let (eps, lr, decay) = (k.eps as f32, k.lr as f32, k.decay as f32);
+        let (w, m, s) = (
+            cpu_f32_mut(w, lw)?,
+            cpu_f32_ref(m, lm)?,
+            cpu_f32_ref(s, ls)?,
+        );
+        w.par_chunks_mut(BLOCK)
+            .zip(m.par_chunks(BLOCK).zip(s.par_chunks(BLOCK)))
+            .for_each(|(w, (m, s))| {
+                for ((w, m), s) in w.iter_mut().zip(m).zip(s) {
+                    let step = (m * r1) / ((s * r2).sqrt() + eps);
+                    *w = *w * decay - step * lr;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// The step in place on the CPU: `m`, `s` and the weight updated where they are (a
+/// step allocates nothing; the composed form allocates seven weight-sized tensors).
+fn adamw_in_place(
+    w: &Tensor,
+    m: &Tensor,
+    s: &Tensor,
+    g: &Tensor,
+    k: AdamWStep,
+) -> candle_core::Result<()> {
+    m.inplace_op2(g, &Moment1(k))?;
+    s.inplace_op2(g, &Moment2(k))?;
+    w.inplace_op3(m, s, &Weight(k))
 }
 
 /// Global L2 norm of the gradients of `vars`.
@@ -195,7 +367,7 @@ impl AdamW {
                     t.dims(),
                     slot.dims()
                 );
-                *slot = t.clone();
+                *slot = t.to_device(slot.device())?;
             }
         }
         self.step = step;
@@ -245,6 +417,31 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
         }
+    }
+
+    #[test]
+    fn in_place_step_equals_the_tensor_ops() {
+        let dev = Device::Cpu;
+        let k = AdamWStep {
+            b1: 0.9,
+            b2: 0.999,
+            c1: 1.0 - 0.9f64.powi(3),
+            c2: 1.0 - 0.999f64.powi(3),
+            eps: 1e-8,
+            lr: 3e-4,
+            decay: 1.0 - 3e-4 * 0.01,
+        };
+        let r =
+            |seed, scale| self_judge_model::seeded_randn(seed, 0.0, scale, 70_000, &dev).unwrap();
+        let (w, m, g) = (r(1, 1.0), r(2, 0.1), r(3, 0.5));
+        let s = r(4, 0.1).sqr().unwrap();
+        let (w2, m2, s2) = k.composed(&w, &m, &s, &g).unwrap();
+        let (w, m, s) = (w.copy().unwrap(), m.copy().unwrap(), s.copy().unwrap());
+        adamw_in_place(&w, &m, &s, &g, k).unwrap();
+        let v = |t: &Tensor| t.to_vec1::<f32>().unwrap();
+        assert_eq!(v(&m), v(&m2));
+        assert_eq!(v(&s), v(&s2));
+        assert_eq!(v(&w), v(&w2));
     }
 
     #[test]

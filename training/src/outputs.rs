@@ -171,7 +171,7 @@ pub fn restore(ckpt: &Path, model: &TrainModel, opt: &mut AdamW) -> anyhow::Resu
                 "{}: {n} has another shape",
                 file.display()
             );
-            v.set(t)?;
+            v.set(&t.to_device(v.device())?)?;
         }
     }
     Ok(progress)

@@ -17,7 +17,7 @@ use crate::progress::{Progress, Sampler};
 use crate::tensorboard::{entry_scalars, EventWriter};
 
 /// How one invocation runs beyond the config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Continue from the newest `checkpoint-<step>` in `output_dir`.
     pub resume: bool,
@@ -27,6 +27,19 @@ pub struct RunOptions {
     /// The data-parallel processes the config was written for (`accelerate launch`'s
     /// `num_processes`); see [`RunOptions::apply_processes`].
     pub num_processes: Option<usize>,
+    /// Where the model trains (`--device`; the CPU by default).
+    pub device: candle_core::Device,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            stop_after: None,
+            num_processes: None,
+            device: candle_core::Device::Cpu,
+        }
+    }
 }
 
 impl RunOptions {

@@ -380,3 +380,30 @@ fn num_processes_gives_the_seeds_global_batch_through_accumulation() {
         "{err}"
     );
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_is_refused_by_a_cpu_build_and_cpu_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    init(&dir.path().join("init"));
+    let cfg = arith_config(dir.path(), Some(1));
+    for (command, cfg) in [
+        ("jsft", cfg.clone()),
+        ("self-judge", common::self_judge_config(dir.path(), |t| t)),
+    ] {
+        for device in ["cuda", "cuda:1"] {
+            let out = common::run_training(command, &cfg, &["--device", device]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command} --device {device} ran");
+            assert!(
+                err.contains("built without the `cuda` feature"),
+                "{command} --device {device}: {err}"
+            );
+        }
+        let out = common::run_training(command, &cfg, &["--device", "gpu"]);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device `gpu`"));
+    }
+    // The default and an explicit `--device cpu` train.
+    common::ok(common::run_training("jsft", &cfg, &["--device", "cpu"]));
+    assert!(dir.path().join("out/model.safetensors").exists());
+}

@@ -16,7 +16,6 @@ use self_judge_model::config_read::read;
 
 /// Keys accepted for compatibility and ignored (with a warning).
 const IGNORED: &[&str] = &[
-    "training_args.gradient_checkpointing",
     "training_args.remove_unused_columns",
     "training_args.bf16",
     "training_args.fp16",
@@ -54,6 +53,9 @@ pub struct TrainingArgs {
     /// Write TensorBoard event files (`report_to` names `tensorboard` or `all`) into
     /// this directory (`logging_dir`, default `output_dir/runs`).
     pub tensorboard_dir: Option<PathBuf>,
+    /// `gradient_checkpointing`: keep only each layer's input in a training forward
+    /// and recompute the layer in the backward (less memory, about one more forward).
+    pub gradient_checkpointing: bool,
 }
 
 impl TrainingArgs {
@@ -253,6 +255,7 @@ impl TrainConfig {
             eval_steps: ta.eval_steps.filter(|&e| e > 0),
             eval_strategy: ta.eval_strategy,
             tensorboard_dir,
+            gradient_checkpointing: ta.gradient_checkpointing.unwrap_or(false),
         };
         anyhow::ensure!(
             matches!(

@@ -48,6 +48,8 @@ pub struct RawTrainingArgs {
     pub report_to: Option<Vec<String>>,
     /// Where TensorBoard event files go (default `output_dir/runs`).
     pub logging_dir: Option<PathBuf>,
+    /// Recompute each decoder layer in the backward instead of keeping its activations.
+    pub gradient_checkpointing: Option<bool>,
 }
 
 /// `jsft_args`.

@@ -19,9 +19,12 @@ pub fn dpo_batch(
     let args = &op.args;
     let n = chosen.len();
     let all: Vec<&Example> = chosen.iter().chain(rejected).collect();
+    // The reference first, detached at once: a frozen full-fine-tuning copy holds
+    // variables, and its graph must not be alive next to the policy's.
+    let (reference, _, reference_logits) = sequence_stats(op.reference(), &all, Pass::TRAIN)?;
+    let reference = reference.detach();
     let (policy, counts, policy_logits) =
         sequence_stats(&op.model.decoder, &all, Pass::Train { dropout })?;
-    let (reference, _, reference_logits) = sequence_stats(op.reference(), &all, Pass::TRAIN)?;
     let (policy, reference) = if args.average_log_prob {
         let c: Vec<f32> = counts.iter().map(|&c| 1.0 / c.max(1) as f32).collect();
         let c = Tensor::from_vec(c, 2 * n, policy.device())?;

@@ -68,8 +68,9 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
         }
     }
     let spec = lora.as_ref().map(|s| (s, cfg.training.seed));
-    let model = TrainModel::load_with(&cfg.model_path, spec, adapter.as_ref())
+    let mut model = TrainModel::load_with(&cfg.model_path, spec, adapter.as_ref(), &opts.device)
         .with_context(|| format!("loading {}", cfg.model_path.display()))?;
+    model.set_gradient_checkpointing(cfg.training.gradient_checkpointing);
     args.max_length = crate::jsft::clamp_max_length(args.max_length, &model);
     anyhow::ensure!(
         args.max_new_tokens < args.max_length,
@@ -84,6 +85,7 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
             &cfg.model_path,
             None,
             adapter.as_ref(),
+            &opts.device,
         )?),
     };
     let (chat_src, chat) = chat_template(&judge_cfg, &model)?;
@@ -224,19 +226,21 @@ pub fn train(
                 writeln!(w, "{line}")?;
             }
         }
-        let mut loss = None;
+        // One backward per micro-batch, gradients summed (as JSFT): only one
+        // micro-batch's graph is alive at a time.
+        let mut grads = None;
         let mut parts = Vec::new();
         let bs = a.per_device_train_batch_size;
         for (c, r) in chosen.chunks(bs).zip(rejected.chunks(bs)) {
             let (sum, stats) = dpo_batch(op, c, r, !args.disable_dropout)?;
-            let l = (sum / batch.len() as f64)?;
-            loss = Some(match loss {
-                None => l,
-                Some(acc) => (acc + l)?,
+            let g = model.backward(&(sum / batch.len() as f64)?)?;
+            grads = Some(match grads {
+                None => g,
+                Some(acc) => crate::jsft::add_grads(acc, g, &model.vars)?,
             });
             parts.push(stats);
         }
-        let mut grads = loss.expect("at least one micro-batch").backward()?;
+        let mut grads = grads.expect("at least one micro-batch");
         let mut metrics = merge_stats(parts).metrics("");
         let consistent = judged.iter().filter(|j| j.verdict.consistent).count();
         metrics.push((
