@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
 """Helpers of bench/train/run.sh (see there).
 
-    reference.py data OUT.jsonl [--rows N] [--seed S]
+    reference.py convert --gguf FILE --out DIR
+        Loads a GGUF checkpoint with transformers (dequantized) and saves it as an f32
+        HF checkpoint with its tokenizer, so both sides train the same weights.
+    reference.py data OUT.jsonl [--rows N] [--seed S] [--scale K]
         HH-format rows ({"chosen", "rejected"}) long enough that every JSFT example
-        (SFT and both judgment orders) is cut to max_length 256 from the left.
+        (SFT and both judgment orders) is cut to max_length 256 from the left (K times
+        the characters of the tiny character-level tokenizer's rows, for BPE).
     reference.py train --model DIR --batches batches.json --warmup W --steps N [--lr LR]
+                       [--mode lora-qv|lora-all|full] [--checkpointing]
         transformers training of the checkpoint DIR on the batches `training jsft` draws
         (dumped by `cargo run --release -p training --example jsft_batches`): f32, sdpa,
         torch AdamW (betas 0.9/0.999, eps 1e-8, no weight decay), constant lr, gradient
-        clipping at 1.0, no padding (all sequences have the same length). Prints one JSON
-        line: tokens/s over the N steps after W warm-up steps, peak RSS, losses.
-    reference.py summary WORK --warmup W --steps N --rounds R
-        Reads run.sh's WORK folder and prints tokens/s of both sides (each side's best
-        round), their ratio, peak RSS and both loss curves.
+        clipping at 1.0, no padding (all sequences have the same length); LoRA modes
+        through PEFT (r 8, alpha 16, dropout 0.1). Prints one JSON line: tokens/s over
+        the N steps after W warm-up steps, peak RSS, losses.
+    reference.py summary MODE_DIR --batches batches.json --warmup W --steps N --rounds R
+        Reads one mode's folder of run.sh and prints tokens/s of both sides (each side's
+        best round), their ratio, peak RSS and both loss curves.
 """
 import argparse
 import json
@@ -39,13 +45,37 @@ def sentence(rng, n_chars, end="."):
     return " ".join(out).capitalize() + end
 
 
+def convert(args):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(args.gguf)
+    kw = dict(gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **kw)
+    # save_pretrained refuses a model loaded from GGUF: write the weights and config.
+    from safetensors.torch import save_file
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    config["torch_dtype"] = config["dtype"] = "float32"
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    AutoTokenizer.from_pretrained(str(gguf.parent), **kw).save_pretrained(args.out)
+
+
 def data(args):
     rng = random.Random(args.seed)
+    k = args.scale
     with open(args.out, "w") as f:
         for _ in range(args.rows):
-            human = sentence(rng, 220, "?")
-            chosen = sentence(rng, 120)
-            rejected = sentence(rng, 120)
+            human = sentence(rng, 220 * k, "?")
+            chosen = sentence(rng, 120 * k)
+            rejected = sentence(rng, 120 * k)
             pre = f"\n\nHuman: {human}\n\nAssistant:"
             f.write(json.dumps({"chosen": f"{pre} {chosen}", "rejected": f"{pre} {rejected}"}) + "\n")
 
@@ -62,6 +92,17 @@ def train(args):
     model = AutoModelForCausalLM.from_pretrained(
         args.model, dtype=torch.float32, attn_implementation="sdpa"
     )
+    if args.mode != "full":
+        from peft import LoraConfig, get_peft_model
+
+        targets = ["q_proj", "v_proj"] if args.mode == "lora-qv" else "all-linear"
+        lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=targets,
+                          bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    if args.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if args.mode != "full":
+            model.enable_input_require_grads()
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
@@ -96,6 +137,8 @@ def train(args):
         "peak_rss_mib": rss_kib / 1024,
         "losses": losses,
         "threads": torch.get_num_threads(),
+        "mode": args.mode + ("+ckpt" if args.checkpointing else ""),
+        "trainable": sum(p.numel() for p in params),
         "torch": torch.__version__,
     }))
 
@@ -105,49 +148,42 @@ def rss_mib(f):
     return int(m.group(1)) / 1024 if m else None
 
 
-def cpu_seconds(f):
-    t = Path(f).read_text()
-    m = [re.search(rf"{k} time \(seconds\): ([0-9.]+)", t) for k in ("User", "System")]
-    return sum(float(x.group(1)) for x in m) if all(m) else None
-
-
 def summary(args):
     work, warmup, steps = Path(args.work), args.warmup, args.steps
-    b = json.load(open(work / "batches.json"))
+    b = json.load(open(args.batches))
     lens = [sum(len(b["examples"][i]["input_ids"]) for i in batch) for batch in b["batches"]]
     tokens = sum(lens[warmup:warmup + steps])
 
-    def loop_seconds(out, n):
-        s = json.load(open(out / "trainer_state.json"))
-        return sum(lens[:n]) / s["train_tokens_per_second"], s
+    def elapsed(log, step):
+        # The trainer's log line of a step: "step k/N | ... | elapsed H:MM:SS ...".
+        for line in Path(log).read_text().splitlines():
+            m = re.match(rf"step {step}/\d+ .*elapsed (\d+):(\d+):(\d+)", line)
+            if m:
+                h, mi, se = map(int, m.groups())
+                return h * 3600 + mi * 60 + se
+        raise SystemExit(f"{log}: no log line for step {step}")
 
-    ours, refs, ours_cpu = [], [], []
+    ours, refs = [], []
     for r in range(1, args.rounds + 1):
         d = work / f"round{r}"
-        t_w, _ = loop_seconds(d / "ours-warmup", warmup)
-        t_all, state = loop_seconds(d / "ours", warmup + steps)
-        ours.append((tokens / (t_all - t_w), rss_mib(d / "ours.time"), state))
-        c_w, c_all = cpu_seconds(d / "ours-warmup.time"), cpu_seconds(d / "ours.time")
-        ours_cpu.append((c_all - c_w) / steps if c_w is not None and c_all is not None else None)
+        seconds = elapsed(d / "ours.log", warmup + steps) - elapsed(d / "ours.log", warmup)
+        state = json.load(open(d / "ours" / "trainer_state.json"))
+        ours.append((tokens / seconds, rss_mib(d / "ours.time"), state))
         ref = json.loads((d / "reference.json").read_text().strip().splitlines()[-1])
         refs.append((ref["tokens_per_s"], rss_mib(d / "reference.time") or ref["peak_rss_mib"], ref))
         print(f"round {r}: ours {ours[-1][0]:.1f} tokens/s, reference {refs[-1][0]:.1f} tokens/s, "
-              f"ratio {ours[-1][0] / refs[-1][0]:.2f}; CPU s/step ours {ours_cpu[-1] or float('nan'):.2f}, "
-              f"reference {ref['cpu_seconds'] / steps:.2f}")
+              f"ratio {ours[-1][0] / refs[-1][0]:.2f}; reference CPU s/step {ref['cpu_seconds'] / steps:.2f}")
     o, ref = max(ours, key=lambda x: x[0]), max(refs, key=lambda x: x[0])
     o_rss = max((x[1] for x in ours if x[1]), default=float("nan"))
     lengths = sorted({len(e["input_ids"]) for e in b["examples"]})
-    print(f"sequences per step: {len(b['batches'][0])} x {lengths} tokens")
+    print(f"mode {ref[2]['mode']}: {ref[2]['trainable']} trainable parameters (reference); "
+          f"sequences per step: {len(b['batches'][0])} x {lengths} tokens")
     print(f"timed: {steps} steps ({tokens} tokens) after {warmup} warm-up steps, "
           f"{ref[2]['threads']} threads; best of {args.rounds} rounds")
     print(f"ours      {o[0]:9.1f} tokens/s  ({tokens / o[0] / steps:.3f} s/step)  peak RSS {o_rss:.0f} MiB")
     print(f"reference {ref[0]:9.1f} tokens/s  ({tokens / ref[0] / steps:.3f} s/step)  "
           f"peak RSS {max(x[1] for x in refs):.0f} MiB  (torch {ref[2]['torch']})")
     print(f"ratio ours/reference: {o[0] / ref[0]:.2f}")
-    cpu_o = min((c for c in ours_cpu if c), default=float("nan"))
-    cpu_r = min(x[2]["cpu_seconds"] / steps for x in refs)
-    print(f"CPU seconds per step (all threads, lowest round): ours {cpu_o:.2f}, reference {cpu_r:.2f}, "
-          f"ratio reference/ours {cpu_r / cpu_o:.2f}")
     print("loss ours:      " + " ".join(f"{x['loss']:.4f}" for x in o[2]["log_history"]))
     print("loss reference: " + " ".join(f"{x:.4f}" for x in ref[2]["losses"]))
 
@@ -155,8 +191,12 @@ def summary(args):
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("convert")
+    a.add_argument("--gguf", required=True)
+    a.add_argument("--out", required=True)
     a = sub.add_parser("data")
     a.add_argument("out")
+    a.add_argument("--scale", type=int, default=1)
     a.add_argument("--rows", type=int, default=200)
     a.add_argument("--seed", type=int, default=1)
     a = sub.add_parser("train")
@@ -166,13 +206,16 @@ def main():
     a.add_argument("--steps", type=int, default=10)
     a.add_argument("--lr", type=float, default=1e-4)
     a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--mode", choices=["lora-qv", "lora-all", "full"], default="full")
+    a.add_argument("--checkpointing", action="store_true")
     a = sub.add_parser("summary")
     a.add_argument("work")
+    a.add_argument("--batches", required=True)
     a.add_argument("--warmup", type=int, required=True)
     a.add_argument("--steps", type=int, required=True)
     a.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
-    {"data": data, "train": train, "summary": summary}[args.cmd](args)
+    {"convert": convert, "data": data, "train": train, "summary": summary}[args.cmd](args)
 
 
 if __name__ == "__main__":
