@@ -183,11 +183,15 @@ impl AdamWStep {
     }
 }
 
-/// One element of the step, in the f32 arithmetic of [`AdamWStep::composed`] (candle's
+/// One pass of the step, in the f32 arithmetic of [`AdamWStep::composed`] (candle's
 /// affine ops multiply by the f64 constant rounded to f32, and divide by multiplying by
-/// the rounded reciprocal).
-struct Moment1(AdamWStep);
-struct Moment2(AdamWStep);
+/// the rounded reciprocal): a moment `x = x · keep + g · take` (of `g²` for the second),
+/// or the weight.
+struct Moment {
+    name: &'static str,
+    keep: f64,
+    square: bool,
+}
 struct Weight(AdamWStep);
 
 fn cpu_f32_mut<'a>(
@@ -215,48 +219,25 @@ fn cpu_f32_ref<'a>(s: &'a candle_core::CpuStorage, l: &Layout) -> candle_core::R
 
 const BLOCK: usize = 1 << 15;
 
-impl InplaceOp2 for Moment1 {
+impl InplaceOp2 for Moment {
     fn name(&self) -> &'static str {
-        "adamw-m"
+        self.name
     }
     fn cpu_fwd(
         &self,
-        m: &mut candle_core::CpuStorage,
-        lm: &Layout,
+        x: &mut candle_core::CpuStorage,
+        lx: &Layout,
         g: &candle_core::CpuStorage,
         lg: &Layout,
     ) -> candle_core::Result<()> {
-        let (a, b) = (self.0.b1 as f32, (1.0 - self.0.b1) as f32);
-        let (m, g) = (cpu_f32_mut(m, lm)?, cpu_f32_ref(g, lg)?);
-        m.par_chunks_mut(BLOCK)
+        let (keep, take, square) = (self.keep as f32, (1.0 - self.keep) as f32, self.square);
+        let (x, g) = (cpu_f32_mut(x, lx)?, cpu_f32_ref(g, lg)?);
+        x.par_chunks_mut(BLOCK)
             .zip(g.par_chunks(BLOCK))
-            .for_each(|(m, g)| {
-                for (m, g) in m.iter_mut().zip(g) {
-                    *m = *m * a + g * b;
-                }
-            });
-        Ok(())
-    }
-}
-
-impl InplaceOp2 for Moment2 {
-    fn name(&self) -> &'static str {
-        "adamw-s"
-    }
-    fn cpu_fwd(
-        &self,
-        s: &mut candle_core::CpuStorage,
-        ls: &Layout,
-        g: &candle_core::CpuStorage,
-        lg: &Layout,
-    ) -> candle_core::Result<()> {
-        let (a, b) = (self.0.b2 as f32, (1.0 - self.0.b2) as f32);
-        let (s, g) = (cpu_f32_mut(s, ls)?, cpu_f32_ref(g, lg)?);
-        s.par_chunks_mut(BLOCK)
-            .zip(g.par_chunks(BLOCK))
-            .for_each(|(s, g)| {
-                for (s, g) in s.iter_mut().zip(g) {
-                    *s = *s * a + (g * g) * b;
+            .for_each(|(x, g)| {
+                for (x, g) in x.iter_mut().zip(g) {
+                    let g = if square { g * g } else { *g };
+                    *x = *x * keep + g * take;
                 }
             });
         Ok(())
@@ -305,8 +286,18 @@ fn adamw_in_place(
     g: &Tensor,
     k: AdamWStep,
 ) -> candle_core::Result<()> {
-    m.inplace_op2(g, &Moment1(k))?;
-    s.inplace_op2(g, &Moment2(k))?;
+    let first = Moment {
+        name: "adamw-m",
+        keep: k.b1,
+        square: false,
+    };
+    let second = Moment {
+        name: "adamw-s",
+        keep: k.b2,
+        square: true,
+    };
+    m.inplace_op2(g, &first)?;
+    s.inplace_op2(g, &second)?;
     w.inplace_op3(m, s, &Weight(k))
 }
 
