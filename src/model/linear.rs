@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 use super::autograd::{self, DropoutMask};
 use super::ops::Pass;
@@ -57,14 +56,38 @@ impl LoraDropout {
         let k = self.counter.fetch_add(1, Ordering::Relaxed);
         let (p, seed) = (self.p, self.seed);
         Some(DropoutMask::new(move |like: &Tensor| {
-            let mut rng = StdRng::seed_from_u64(seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let keep = 1.0 / (1.0 - p);
-            let mask: Vec<f32> = (0..like.elem_count())
-                .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-                .collect();
+            let mask = dropout_mask(seed, k, p, like.elem_count());
             Tensor::from_vec(mask, like.shape(), like.device())?.to_dtype(like.dtype())
         }))
     }
+}
+
+/// Mask `k` of a generator seeded with `seed`: element `i` is 0 with probability `p`,
+/// else `1 / (1 - p)`. Each element is a hash of (seed, k, i) (SplitMix64), so blocks
+/// are drawn in parallel and a mask is the same however often it is drawn.
+fn dropout_mask(seed: u64, k: u64, p: f32, n: usize) -> Vec<f32> {
+    const BLOCK: usize = 1 << 14;
+    let base = splitmix64(seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let keep = 1.0 / (1.0 - p);
+    let mut mask = vec![0f32; n];
+    mask.par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(c, block)| {
+            for (i, m) in block.iter_mut().enumerate() {
+                let h = splitmix64(base ^ (c * BLOCK + i) as u64);
+                // The top 24 bits as a uniform number in [0, 1).
+                let u = (h >> 40) as f32 / (1u32 << 24) as f32;
+                *m = if u < p { 0.0 } else { keep };
+            }
+        });
+    mask
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// `y = x Wᵀ + b (+ LoRA)`.
@@ -153,5 +176,29 @@ impl Linear {
                 autograd::dropout_lora(xs, w, self.bias.as_ref(), (&l.a, &l.b, l.scale), mask)?
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dropout_mask;
+
+    #[test]
+    fn dropout_masks_are_reproducible_and_drop_p() {
+        let n = 200_000;
+        let a = dropout_mask(7, 3, 0.1, n);
+        assert_eq!(
+            a,
+            dropout_mask(7, 3, 0.1, n),
+            "the same key draws the same mask"
+        );
+        assert_ne!(a, dropout_mask(7, 4, 0.1, n), "another key, another mask");
+        assert_ne!(a, dropout_mask(8, 3, 0.1, n), "another seed, another mask");
+        let zeros = a.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
+        assert!((zeros - 0.1).abs() < 0.005, "dropped {zeros}");
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.9).abs() < 1e-6));
+        // Consecutive elements are not correlated: both-dropped pairs occur at p².
+        let both = a.windows(2).filter(|w| w[0] == 0.0 && w[1] == 0.0).count() as f64;
+        assert!((both / (n - 1) as f64 - 0.01).abs() < 0.002, "pairs {both}");
     }
 }
