@@ -7,8 +7,9 @@ use super::error::Result;
 
 /// What a forward pass is for, given to every forward explicitly (as `forward_t(xs,
 /// train)` in candle): serving uses candle's fast norm, rotary and softmax kernels (and
-/// our fused kernels where enabled), which have no backward pass; training uses
-/// differentiable compositions of primitives, and may apply LoRA dropout.
+/// our fused kernels where enabled), which have no backward pass; training uses the ops
+/// of [`super::autograd`] (the same kernels with a backward of their own) and may apply
+/// LoRA dropout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
     Inference,

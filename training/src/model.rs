@@ -1,6 +1,6 @@
-//! The inference decoder made trainable: every weight becomes a candle `Var`, and the
-//! decoder runs in its differentiable ops mode (candle's fused RMSNorm, rotary and
-//! softmax have no backward).
+//! The inference decoder made trainable: every weight (full fine-tuning) or adapter
+//! (LoRA) becomes a candle `Var`, and training passes run the decoder's ops with their
+//! own backward (`self_judge_model::autograd`).
 
 use std::collections::HashMap;
 use std::path::Path;
