@@ -1,5 +1,5 @@
 //! The shipped judge (`adapters/smollm2-judge` on SmolLM2-135M-Instruct): the adapter
-//! merges at load, judges the hand-written obvious pairs better than the zero-shot
+//! merges at load (or attaches unmerged, with the same verdicts and answers), judges the hand-written obvious pairs better than the zero-shot
 //! model, still answers questions as a policy, and the README's tournament example picks
 //! a fruit through the CLI.
 
@@ -46,6 +46,64 @@ fn obvious() -> Vec<(Pair, Side)> {
             )
         })
         .collect()
+}
+
+/// Every verdict of `model` on `pairs`.
+fn verdicts(model: &LoadedModel, pairs: &[(Pair, Side)]) -> Vec<self_judge::judge::Verdict> {
+    let judge = Judge::new(model, &config(), &JudgeOptions::default()).unwrap();
+    let scorer = DirectScorer {
+        decoder: &model.decoder,
+        token_ids: judge.token_ids,
+        max_batch_tokens: 4096,
+    };
+    let input: Vec<Pair> = pairs.iter().map(|(p, _)| p.clone()).collect();
+    let v = judge.judge(&input, &scorer).unwrap();
+    assert_eq!(v.len(), pairs.len());
+    v
+}
+
+#[test]
+fn an_attached_adapter_judges_and_answers_as_the_merged_one() {
+    let pairs = obvious();
+    let merged =
+        LoadedModel::load_adapted(&smollm2_path(), &LoadOptions::default(), Some(&adapter()))
+            .unwrap();
+    let attached = smollm2().with_adapter(&adapter()).unwrap();
+    assert_eq!(attached.adapter.as_deref(), Some(adapter().as_path()));
+    let (m, a) = (verdicts(&merged, &pairs), verdicts(&attached, &pairs));
+    let mut worst = 0f64;
+    for (m, a) in m.iter().zip(&a) {
+        assert_eq!(m.principles.len(), a.principles.len());
+        for (pm, pa) in m.principles.iter().zip(&a.principles) {
+            for (x, y) in [
+                (pm.ab.p_a, pa.ab.p_a),
+                (pm.ab.p_b, pa.ab.p_b),
+                (pm.ba.p_a, pa.ba.p_a),
+                (pm.ba.p_b, pa.ba.p_b),
+            ] {
+                worst = worst.max((x - y).abs());
+            }
+        }
+    }
+    eprintln!("attached vs merged: largest judge probability difference {worst:.2e}");
+    assert!(worst < 1e-5, "attached vs merged: {worst}");
+    // The base it was attached to is unchanged: it still judges as the zero-shot model.
+    let base_again = verdicts(smollm2(), &pairs);
+    assert!(smollm2()
+        .decoder
+        .layers
+        .iter()
+        .all(|l| l.q_proj.lora.is_none()));
+    let moved = base_again
+        .iter()
+        .zip(&a)
+        .any(|(b, a)| (b.score_a - a.score_a).abs() > 1e-3);
+    assert!(moved, "the adapter changed no verdict");
+    let questions = [
+        "What is the capital of France?",
+        "How many legs does a dog have?",
+    ];
+    assert_eq!(answers(&merged, &questions), answers(&attached, &questions));
 }
 
 /// (correct verdicts, order-consistent verdicts) of `model` on `pairs`.

@@ -31,7 +31,7 @@ fn fixture(max_concurrent_requests: usize) -> Fixture {
     };
     let registry = prometheus::Registry::new();
     let engine = spawn_engine(
-        model.clone(),
+        vec![model.clone()],
         judge.token_ids,
         settings,
         EngineMetrics::new(&registry).unwrap(),

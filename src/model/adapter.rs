@@ -1,22 +1,35 @@
-//! PEFT LoRA adapters merged into the base weights at load (`--adapter DIR`): the folder
-//! PEFT's `save_pretrained` writes (`adapter_config.json`, `adapter_model.safetensors`
-//! keyed `base_model.model.<module>.lora_A.weight`), so an adapter made by our
-//! `training` binary or by PEFT itself serves on any base checkpoint format.
+//! PEFT LoRA adapters (`--adapter DIR`, `--adapter NAME=DIR`): the folder PEFT's
+//! `save_pretrained` writes (`adapter_config.json`, `adapter_model.safetensors` keyed
+//! `base_model.model.<module>.lora_A.weight`), so an adapter made by our `training`
+//! binary or by PEFT itself serves on any base checkpoint format. An adapter is either
+//! merged into the base weights at load ([`MergedSource`]: nothing to pay per token) or
+//! attached unmerged to a copy of the decoder that shares the base weights
+//! ([`LoraAdapter::attach`]: several adapters next to one base).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use super::linear::Linear;
+use super::decoder::Decoder;
+use super::linear::{Linear, LinearWeight, Lora};
 use super::weights::WeightSource;
 use super::{ModelError, Result};
 
-/// One adapter as per-weight deltas `scale · B A` (f32, on the CPU until merged).
+/// The two factors of one adapted projection (f32, on the CPU as read).
+#[derive(Debug, Clone)]
+pub struct LoraFactors {
+    /// `[r, in]`.
+    pub a: Tensor,
+    /// `[out, r]`.
+    pub b: Tensor,
+}
+
+/// One adapter: per adapted weight its factors, and the scale of `B A`.
 #[derive(Debug, Clone)]
 pub struct LoraAdapter {
-    /// Delta by base weight name (`model.layers.0.self_attn.q_proj.weight`).
-    pub deltas: HashMap<String, Tensor>,
+    /// Factors by base weight name (`model.layers.0.self_attn.q_proj.weight`).
+    pub modules: HashMap<String, LoraFactors>,
     /// `lora_alpha / r` (or `lora_alpha / sqrt(r)` with `use_rslora`).
     pub scale: f64,
     pub dir: PathBuf,
@@ -40,7 +53,7 @@ impl LoraAdapter {
             return Err(bad(
                 dir,
                 format!(
-                    "only LoRA adapters can be merged (peft_type {})",
+                    "only LoRA adapters can be served (peft_type {})",
                     cfg["peft_type"]
                 ),
             ));
@@ -58,7 +71,7 @@ impl LoraAdapter {
         let file = dir.join("adapter_model.safetensors");
         let tensors = candle_core::safetensors::load(&file, &Device::Cpu)
             .map_err(|e| bad(dir, format!("reading adapter_model.safetensors: {e}")))?;
-        let mut deltas = HashMap::new();
+        let mut modules = HashMap::new();
         for (k, a) in &tensors {
             let Some(module) = k.strip_suffix(".lora_A.weight") else {
                 continue;
@@ -66,20 +79,112 @@ impl LoraAdapter {
             let b = tensors
                 .get(&format!("{module}.lora_B.weight"))
                 .ok_or_else(|| bad(dir, format!("{module} has lora_A but no lora_B")))?;
+            let (a, b) = (a.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?);
+            let (ra, rb) = (a.dims2().map(|d| d.0), b.dims2().map(|d| d.1));
+            if ra.is_err() || ra.ok() != rb.ok() {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "{module}: lora_A {:?} and lora_B {:?} are not [r, in] and [out, r]",
+                        a.dims(),
+                        b.dims()
+                    ),
+                ));
+            }
             let name = format!("{}.weight", module.trim_start_matches("base_model.model."));
-            let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * scale)
-                .map_err(|e| bad(dir, format!("{module}: lora_B · lora_A: {e}")))?;
-            deltas.insert(name, delta);
+            modules.insert(name, LoraFactors { a, b });
         }
-        if deltas.is_empty() {
+        if modules.is_empty() {
             return Err(bad(dir, "adapter_model.safetensors holds no LoRA weights"));
         }
         Ok(Self {
-            deltas,
+            modules,
             scale,
             dir: dir.to_path_buf(),
         })
     }
+
+    /// `scale · B A` for the weight `name` (f32), if the adapter touches it.
+    pub fn delta(&self, name: &str) -> Result<Option<Tensor>> {
+        let Some(f) = self.modules.get(name) else {
+            return Ok(None);
+        };
+        let d = (f.b.matmul(&f.a)? * self.scale)
+            .map_err(|e| bad(&self.dir, format!("{name}: lora_B · lora_A: {e}")))?;
+        Ok(Some(d))
+    }
+
+    /// A copy of `decoder` (its weights shared, not copied) with this adapter attached
+    /// unmerged: each adapted projection computes `x Wᵀ + scale · (x Aᵀ) Bᵀ`. Every
+    /// adapted weight must exist with matching shapes, as when merging.
+    pub fn attach(&self, decoder: &Decoder) -> Result<Decoder> {
+        let mut d = decoder.without_adapters();
+        let (dtype, device) = (d.dtype(), d.device().clone());
+        let mut used = BTreeSet::new();
+        for (i, layer) in d.layers.iter_mut().enumerate() {
+            for (path, linear) in layer.projections_named_mut() {
+                let name = format!("model.layers.{i}.{path}.weight");
+                let Some(f) = self.modules.get(&name) else {
+                    continue;
+                };
+                let (out, inp) = linear_dims(linear);
+                let (r, a_in) = f.a.dims2()?;
+                let (b_out, _) = f.b.dims2()?;
+                if (b_out, a_in) != (out, inp) {
+                    return Err(bad(
+                        &self.dir,
+                        format!(
+                            "`{name}` is [{out}, {inp}] but the adapter's B A is [{b_out}, {a_in}] (r {r})"
+                        ),
+                    ));
+                }
+                linear.lora = Some(Lora {
+                    a: f.a.to_dtype(dtype)?.to_device(&device)?,
+                    b: f.b.to_dtype(dtype)?.to_device(&device)?,
+                    scale: self.scale,
+                    dropout: None,
+                });
+                used.insert(name);
+            }
+        }
+        self.all_used(&used)?;
+        Ok(d)
+    }
+
+    /// Errors when some adapted weight was never found in the model.
+    fn all_used(&self, used: &BTreeSet<String>) -> Result<()> {
+        let mut unused: Vec<&str> = self
+            .modules
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .map(|s| s.as_str())
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        unused.sort();
+        Err(bad(
+            &self.dir,
+            format!(
+                "{} adapted weights are not in the model (first: {}); is it for another base?",
+                unused.len(),
+                unused[0]
+            ),
+        ))
+    }
+}
+
+/// `(out, in)` of a projection, dense or quantized.
+fn linear_dims(linear: &Linear) -> (usize, usize) {
+    let dims = match &linear.weight {
+        LinearWeight::Dense(w) => w.dims().to_vec(),
+        LinearWeight::Quantized(q) => match q {
+            candle_core::quantized::QMatMul::QTensor(t) => t.shape().dims().to_vec(),
+            candle_core::quantized::QMatMul::Tensor(t)
+            | candle_core::quantized::QMatMul::TensorF16(t) => t.dims().to_vec(),
+        },
+    };
+    (dims[0], dims[1])
 }
 
 /// A weight source that adds an adapter's deltas to the tensors they name. The loader
@@ -103,25 +208,7 @@ impl<'a> MergedSource<'a> {
 
     /// Errors when some delta was never applied.
     pub fn finish(self) -> Result<()> {
-        let unused: Vec<&String> = self
-            .adapter
-            .deltas
-            .keys()
-            .filter(|k| !self.used.contains(*k))
-            .collect();
-        if unused.is_empty() {
-            return Ok(());
-        }
-        let mut names: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-        names.sort();
-        Err(bad(
-            &self.adapter.dir,
-            format!(
-                "{} adapted weights are not in the model (first: {}); is it for another base?",
-                names.len(),
-                names[0]
-            ),
-        ))
+        self.adapter.all_used(&self.used)
     }
 }
 
@@ -132,7 +219,7 @@ impl WeightSource for MergedSource<'_> {
 
     fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.inner.tensor(name, shape)?;
-        let Some(d) = self.adapter.deltas.get(name) else {
+        let Some(d) = self.adapter.delta(name)? else {
             return Ok(t);
         };
         if d.dims() != t.dims() {
@@ -152,7 +239,7 @@ impl WeightSource for MergedSource<'_> {
 
     fn linear(&mut self, prefix: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         let name = format!("{prefix}.weight");
-        if !self.adapter.deltas.contains_key(&name) {
+        if !self.adapter.modules.contains_key(&name) {
             // Untouched projections keep the inner source's form (quantized or not).
             return self.inner.linear(prefix, out, inp, bias);
         }

@@ -131,18 +131,24 @@ impl Layer {
         })
     }
 
+    /// The block's projections with their module paths inside the layer
+    /// (`self_attn.q_proj`, ...), as PEFT names them.
+    pub fn projections_named_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        [
+            ("self_attn.q_proj", &mut self.q_proj),
+            ("self_attn.k_proj", &mut self.k_proj),
+            ("self_attn.v_proj", &mut self.v_proj),
+            ("self_attn.o_proj", &mut self.o_proj),
+            ("mlp.gate_proj", &mut self.gate_proj),
+            ("mlp.up_proj", &mut self.up_proj),
+            ("mlp.down_proj", &mut self.down_proj),
+        ]
+    }
+
     /// The same block without LoRA adapters.
     pub fn without_adapters(&self) -> Self {
         let mut l = self.clone();
-        for p in [
-            &mut l.q_proj,
-            &mut l.k_proj,
-            &mut l.v_proj,
-            &mut l.o_proj,
-            &mut l.gate_proj,
-            &mut l.up_proj,
-            &mut l.down_proj,
-        ] {
+        for (_, p) in l.projections_named_mut() {
             p.lora = None;
         }
         l

@@ -194,6 +194,20 @@ impl LoadedModel {
         })
     }
 
+    /// This model with a PEFT LoRA adapter folder attached unmerged: the weights are
+    /// shared with `self` (only the adapter's factors are new), so one base serves
+    /// several adapters. Judging and generation equal those of the merged checkpoint up
+    /// to rounding.
+    pub fn with_adapter(&self, dir: &Path) -> Result<Self> {
+        let adapter = LoraAdapter::read(dir)?;
+        let decoder = adapter.attach(&self.decoder)?;
+        Ok(Self {
+            decoder,
+            adapter: Some(adapter.dir),
+            ..self.clone()
+        })
+    }
+
     /// Replaces the checkpoint's chat template (a config's template wins, SPEC §2).
     pub fn set_chat_template(&mut self, source: &str) -> Result<()> {
         self.chat_template = Some(ChatTemplate::new(source)?);

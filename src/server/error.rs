@@ -19,6 +19,7 @@ pub struct ErrorResponse {
     pub error: String,
     /// Stable machine-readable kind: `invalid_json`, `validation`, `payload_too_large`,
     /// `unsupported_media_type`, `unauthorized`, `overloaded`, `not_ready`, `not_found`,
+    /// `adapter_not_found`, `model_not_found`,
     /// `model_error`, `internal`.
     pub error_type: String,
 }
@@ -184,6 +185,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => Self::validation(m),
             ServiceError::TooLarge(m) => Self::too_large(m),
             ServiceError::Overloaded(m) => Self::overloaded(m),
+            ServiceError::UnknownAdapter(m) => {
+                Self::new(StatusCode::NOT_FOUND, "adapter_not_found", m)
+            }
             ServiceError::Judge(e) => e.into(),
             ServiceError::Engine(e) => e.into(),
             ServiceError::Internal(m) => Self::internal(m),

@@ -24,9 +24,9 @@ use clap::Args;
 use crate::cli::ModelArgs;
 use crate::engine::{spawn_engine, EngineSettings};
 use crate::judge::{Judge, JudgeConfig, JudgeOptions};
-use crate::service::JudgeService;
+use crate::service::{JudgeService, NamedAdapter};
 use metrics::ServerMetrics;
-use schemas::{InfoResponse, Limits, TokenIds};
+use schemas::{InfoResponse, Limits, ServedAdapter, TokenIds};
 use state::{AppState, Ready};
 
 /// Arguments of `self-judge serve`.
@@ -89,6 +89,32 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The model's name on the OpenAI-compatible routes.
+    fn model_id(&self) -> String {
+        self.served_model_name.clone().unwrap_or_else(|| {
+            let p = &self.model.model;
+            p.file_stem().or(p.file_name()).map_or_else(
+                || p.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            )
+        })
+    }
+
+    /// Refuses adapter flags that cannot work, before anything loads: a bad
+    /// combination, or an adapter named like the base model.
+    fn check_adapters(&self) -> anyhow::Result<()> {
+        let (_, named) = self.model.split_adapters()?;
+        let id = self.model_id();
+        if let Some(a) = named.iter().find(|a| a.name == id) {
+            anyhow::bail!(
+                "--adapter {}={}: `{id}` is the base model's name (--served-model-name); give the adapter another",
+                a.name,
+                a.dir.display()
+            );
+        }
+        Ok(())
+    }
+
     /// The limits, with the prompt limit `max_input_tokens` for a model of `context`
     /// positions (the flag, else the config's `max_length`, capped by the context).
     fn limits(&self, config_max_length: Option<usize>, context: usize) -> Limits {
@@ -111,9 +137,20 @@ impl ServeArgs {
 
 /// Loads the model and everything that depends on it.
 fn load(args: &ServeArgs, cfg: &JudgeConfig, metrics: &ServerMetrics) -> anyhow::Result<Ready> {
-    let mut model = args.model.load()?;
+    let (merged, named) = args.model.split_adapters()?;
+    let mut model = args.model.load_base(merged.as_deref())?;
     if let Some(chat) = &cfg.chat_template {
         model.set_chat_template(chat)?;
+    }
+    let mut adapters = Vec::new();
+    for a in &named {
+        let m = model
+            .with_adapter(&a.dir)
+            .with_context(|| format!("--adapter {}={}", a.name, a.dir.display()))?;
+        adapters.push(NamedAdapter {
+            name: a.name.clone(),
+            model: Arc::new(m),
+        });
     }
     let ctx = model.decoder.max_positions();
     let limits = args.limits(cfg.max_length, ctx);
@@ -129,6 +166,13 @@ fn load(args: &ServeArgs, cfg: &JudgeConfig, metrics: &ServerMetrics) -> anyhow:
         version: env!("CARGO_PKG_VERSION").into(),
         model: model.path.display().to_string(),
         adapter: model.adapter.as_ref().map(|a| a.display().to_string()),
+        adapters: named
+            .iter()
+            .map(|a| ServedAdapter {
+                name: a.name.clone(),
+                path: a.dir.display().to_string(),
+            })
+            .collect(),
         model_type: c.model_type.clone(),
         format: format!("{:?}", model.format),
         dtype: format!("{:?}", model.decoder.dtype()).to_lowercase(),
@@ -149,20 +193,13 @@ fn load(args: &ServeArgs, cfg: &JudgeConfig, metrics: &ServerMetrics) -> anyhow:
         max_batch_size: args.max_batch_size,
         prefix_cache_bytes: args.prefix_cache_mb << 20,
     };
-    let engine = spawn_engine(
-        model.clone(),
-        judge.token_ids,
-        settings,
-        metrics.engine.clone(),
-    );
-    let model_id = args.served_model_name.clone().unwrap_or_else(|| {
-        let p = &args.model.model;
-        p.file_stem().or(p.file_name()).map_or_else(
-            || p.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        )
-    });
-    let service = JudgeService::new(model, judge, engine, limits, metrics.rejected.clone())?;
+    let models = std::iter::once(model.clone())
+        .chain(adapters.iter().map(|a| a.model.clone()))
+        .collect();
+    let engine = spawn_engine(models, judge.token_ids, settings, metrics.engine.clone());
+    let model_id = args.model_id();
+    let service = JudgeService::new(model, judge, engine, limits, metrics.rejected.clone())?
+        .with_adapters(adapters);
     Ok(Ready {
         service,
         info,
@@ -199,6 +236,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.limits(None, usize::MAX)
         .check()
         .map_err(anyhow::Error::msg)?;
+    args.check_adapters()?;
     let cfg = JudgeConfig::from_file(&args.config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

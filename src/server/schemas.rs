@@ -17,6 +17,8 @@ pub struct JudgeRequest {
     pub pairs: Option<Vec<Pair>>,
     /// Restrict to these principles (default: all of the config's).
     pub principles: Option<Vec<String>>,
+    /// Serve the request with this adapter (`--adapter NAME=DIR`; default: the base).
+    pub adapter: Option<String>,
 }
 
 /// A verdict for a single pair, or a list for `pairs`.
@@ -71,6 +73,8 @@ pub struct GenerateRequest {
     pub seed: Option<u64>,
     /// Stop before any of these strings.
     pub stop: Option<Vec<String>>,
+    /// Serve the request with this adapter (`--adapter NAME=DIR`; default: the base).
+    pub adapter: Option<String>,
 }
 
 /// `POST /generate` response.
@@ -114,6 +118,8 @@ pub struct TournamentRequest {
     pub top_p: Option<f32>,
     pub top_k: Option<usize>,
     pub stop: Option<Vec<String>>,
+    /// Serve the request with this adapter (`--adapter NAME=DIR`; default: the base).
+    pub adapter: Option<String>,
 }
 
 /// One context's winner.
@@ -161,13 +167,24 @@ pub struct TokenIds {
     pub b: u32,
 }
 
+/// An adapter served next to the base model.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServedAdapter {
+    pub name: String,
+    /// The adapter folder.
+    pub path: String,
+}
+
 /// `GET /info`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InfoResponse {
     pub version: String,
     pub model: String,
-    /// The PEFT LoRA adapter merged into the model at start (`--adapter`), if any.
+    /// The PEFT LoRA adapter merged into the model at start (`--adapter DIR`), if any.
     pub adapter: Option<String>,
+    /// The adapters served unmerged next to the model (`--adapter NAME=DIR`), by the
+    /// name requests give in `adapter` (or `model` on the OpenAI routes).
+    pub adapters: Vec<ServedAdapter>,
     pub model_type: String,
     pub format: String,
     pub dtype: String,

@@ -15,6 +15,9 @@ pub enum ServiceError {
     /// The request could never be served within the limits.
     #[error("{0}")]
     TooLarge(String),
+    /// The request names an adapter the server does not serve.
+    #[error("{0}")]
+    UnknownAdapter(String),
     /// The server is at capacity now; the same request may succeed later.
     #[error("{0}")]
     Overloaded(String),

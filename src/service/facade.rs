@@ -13,7 +13,17 @@ use self_judge_engine::EngineHandle;
 use self_judge_judge::Judge;
 use self_judge_model::LoadedModel;
 
-/// The loaded model's services (see the module docs).
+/// An adapter served next to the base model (`--adapter NAME=DIR`).
+pub struct NamedAdapter {
+    /// What requests call it (`model` on the OpenAI routes, `adapter` elsewhere).
+    pub name: String,
+    /// The base with the adapter attached (weights shared with the base).
+    pub model: Arc<LoadedModel>,
+}
+
+/// The loaded model's services (see the module docs). A clone is cheap and shares
+/// admission; [`JudgeService::adapted`] gives the same service over one adapter.
+#[derive(Clone)]
 pub struct JudgeService {
     pub(crate) engine: EngineHandle,
     pub(crate) judge: Arc<Judge>,
@@ -22,6 +32,10 @@ pub struct JudgeService {
     admission: Arc<Semaphore>,
     /// Counts requests refused for capacity.
     rejected: IntCounter,
+    /// The adapters; model `i + 1` of the engine is adapter `i`.
+    adapters: Arc<Vec<NamedAdapter>>,
+    /// Which adapter this service runs (`None`: the base).
+    adapter: Option<usize>,
 }
 
 impl JudgeService {
@@ -42,7 +56,63 @@ impl JudgeService {
             model,
             limits,
             rejected,
+            adapters: Arc::new(Vec::new()),
+            adapter: None,
         })
+    }
+
+    /// Serves `adapters` next to the base: the engine must have been spawned with the
+    /// base model first and then each adapter's model, in this order.
+    pub fn with_adapters(mut self, adapters: Vec<NamedAdapter>) -> Self {
+        self.adapters = Arc::new(adapters);
+        self
+    }
+
+    /// The names of the adapters served next to the base.
+    pub fn adapter_names(&self) -> Vec<String> {
+        self.adapters.iter().map(|a| a.name.clone()).collect()
+    }
+
+    /// The adapter this service runs, if any.
+    pub fn adapter(&self) -> Option<&NamedAdapter> {
+        self.adapter.map(|i| &self.adapters[i])
+    }
+
+    /// This service over the adapter `name` (its judge, generations and caches),
+    /// sharing admission with the base; an unknown name is an error naming the known
+    /// ones.
+    pub fn adapted(&self, name: &str) -> Result<JudgeService> {
+        let unknown = || {
+            let known = self.adapter_names();
+            ServiceError::UnknownAdapter(if known.is_empty() {
+                format!("no adapter `{name}`: the server serves none (start it with --adapter NAME=DIR)")
+            } else {
+                format!(
+                    "no adapter `{name}`; the server serves {}",
+                    known.join(", ")
+                )
+            })
+        };
+        let i = self
+            .adapters
+            .iter()
+            .position(|a| a.name == name)
+            .ok_or_else(unknown)?;
+        let engine = self.engine.for_model(i + 1).ok_or_else(unknown)?;
+        Ok(JudgeService {
+            engine,
+            model: self.adapters[i].model.clone(),
+            adapter: Some(i),
+            ..self.clone()
+        })
+    }
+
+    /// The base, or the adapter `name` when given.
+    pub fn select(&self, name: Option<&str>) -> Result<JudgeService> {
+        match name {
+            None => Ok(self.clone()),
+            Some(n) => self.adapted(n),
+        }
     }
 
     /// The limits requests are held to.

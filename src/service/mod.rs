@@ -13,7 +13,7 @@ pub mod rerank;
 pub mod stream;
 
 pub use error::{Result, ServiceError};
-pub use facade::JudgeService;
+pub use facade::{JudgeService, NamedAdapter};
 pub use generate::{Generation, Generations, Prompt, SampleTokens, SamplingRequest};
 pub use judge::{AdmittedTournament, BestOfN, BestOfNResult, RoundDone};
 pub use limits::Limits;

@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::convert::{chat_logprobs, finish_reason, messages, now, response_id, sampling};
 use super::error::{GenerationErrors, OpenAiError};
-use super::routes::{check_model, complete, data, ready, sse, start_stream, Ask, OpenAiJson};
+use super::routes::{complete, data, ready, service_for, sse, start_stream, Ask, OpenAiJson};
 use super::schemas::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
     ChatCompletionRequest, ChatDelta, Usage,
@@ -30,7 +30,7 @@ pub async fn chat_completions(
     OpenAiJson(req): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response, OpenAiError> {
     let ready = ready(&st)?;
-    check_model(ready, &req.model)?;
+    let service = service_for(ready, &req.model)?;
     let top = match (req.logprobs, req.top_logprobs) {
         (false, Some(_)) => {
             return Err(OpenAiError::invalid(
@@ -47,11 +47,11 @@ pub async fn chat_completions(
         n: req.common.n,
         sampling: sampling(&req.common, max_tokens, top)?,
     };
-    let (id, created, model) = (response_id("chatcmpl"), now(), ready.model_id.clone());
-    let tok = ready.service.model().tokenizer.clone();
+    let (id, created, model) = (response_id("chatcmpl"), now(), req.model.clone());
+    let tok = service.model().tokenizer.clone();
     if req.common.stream {
         let include_usage = req.common.include_usage();
-        let stream = start_stream(&ready.service, &req.common, ask).await?;
+        let stream = start_stream(&service, &req.common, ask).await?;
         let n = req.common.n.unwrap_or(1);
         let chunk =
             move |choices: Vec<ChatChunkChoice>, usage: Option<Usage>| ChatCompletionChunk {
@@ -105,7 +105,7 @@ pub async fn chat_completions(
         };
         return Ok(sse(stream, include_usage, format).into_response());
     }
-    let out = complete(&ready.service, &req.common, ask).await?;
+    let out = complete(&service, &req.common, ask).await?;
     let choices = out
         .choices
         .into_iter()

@@ -9,7 +9,7 @@ use axum::Json;
 
 use super::convert::{completion_logprobs, finish_reason, now, response_id, sampling};
 use super::error::{GenerationErrors, OpenAiError};
-use super::routes::{check_model, complete, data, ready, sse, start_stream, Ask, OpenAiJson};
+use super::routes::{complete, data, ready, service_for, sse, start_stream, Ask, OpenAiJson};
 use super::schemas::{Completion, CompletionChoice, CompletionRequest, PromptInput, Usage};
 use crate::server::state::AppState;
 use crate::service::{Prompt, StreamEvent};
@@ -28,7 +28,7 @@ pub async fn completions(
     OpenAiJson(req): OpenAiJson<CompletionRequest>,
 ) -> Result<Response, OpenAiError> {
     let ready = ready(&st)?;
-    check_model(ready, &req.model)?;
+    let service = service_for(ready, &req.model)?;
     if req.echo {
         return Err(OpenAiError::invalid("`echo` is not supported"));
     }
@@ -52,8 +52,8 @@ pub async fn completions(
             req.logprobs,
         )?,
     };
-    let (id, created, model) = (response_id("cmpl"), now(), ready.model_id.clone());
-    let tok: TextTokenizer = ready.service.model().tokenizer.clone();
+    let (id, created, model) = (response_id("cmpl"), now(), req.model.clone());
+    let tok: TextTokenizer = service.model().tokenizer.clone();
     let top = req.logprobs;
     let body = move |choices: Vec<CompletionChoice>, usage: Option<Usage>, sj| Completion {
         id: id.clone(),
@@ -66,7 +66,7 @@ pub async fn completions(
     };
     if req.common.stream {
         let include_usage = req.common.include_usage();
-        let stream = start_stream(&ready.service, &req.common, ask).await?;
+        let stream = start_stream(&service, &req.common, ask).await?;
         let mut offsets: Vec<usize> = Vec::new();
         let format = move |e: Option<StreamEvent>, u: Option<Usage>| -> Option<Event> {
             let choices = match e {
@@ -104,7 +104,7 @@ pub async fn completions(
         };
         return Ok(sse(stream, include_usage, format).into_response());
     }
-    let out = complete(&ready.service, &req.common, ask).await?;
+    let out = complete(&service, &req.common, ask).await?;
     let choices = out
         .choices
         .into_iter()

@@ -56,7 +56,7 @@ impl OpenAiError {
     /// 404 for a model this server does not serve.
     pub fn unknown_model(model: &str, served: &str) -> Self {
         let mut e = ApiError::validation(format!(
-            "the model `{model}` does not exist here; this server serves `{served}` (GET /v1/models)"
+            "the model `{model}` does not exist here; this server serves {served} (GET /v1/models)"
         ));
         e.status = StatusCode::NOT_FOUND;
         e.error_type = "model_not_found";

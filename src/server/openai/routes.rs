@@ -46,29 +46,45 @@ pub(super) fn ready(st: &AppState) -> Result<&Ready, OpenAiError> {
         .ok_or_else(crate::server::error::ApiError::not_ready)?)
 }
 
-pub(super) fn check_model(ready: &Ready, model: &str) -> Result<(), OpenAiError> {
+/// The service `model` names: the base under its served name, or an adapter under its
+/// own (`--adapter NAME=DIR`); 404 naming what is served otherwise.
+pub(crate) fn service_for(ready: &Ready, model: &str) -> Result<JudgeService, OpenAiError> {
     if model == ready.model_id {
-        Ok(())
-    } else {
-        Err(OpenAiError::unknown_model(model, &ready.model_id))
+        return Ok(ready.service.clone());
     }
+    let names = ready.service.adapter_names();
+    if names.iter().any(|n| n == model) {
+        return Ok(ready.service.adapted(model)?);
+    }
+    let served: Vec<String> = std::iter::once(&ready.model_id)
+        .chain(&names)
+        .map(|n| format!("`{n}`"))
+        .collect();
+    Err(OpenAiError::unknown_model(model, &served.join(", ")))
 }
 
-/// The served model.
+/// The served models: the base, then each adapter (its `parent` is the base).
 #[utoipa::path(get, path = "/v1/models", responses(
-    (status = 200, description = "The served model", body = ModelList),
+    (status = 200, description = "The served models", body = ModelList),
+    (status = 401, description = "Missing or wrong API key (only when the server has one)", body = OpenAiErrorResponse),
     (status = 503, description = "Loading", body = OpenAiErrorResponse),
-), security(("bearer" = [])))]
+), security((), ("bearer" = [])))]
 pub async fn models(State(st): State<Arc<AppState>>) -> Result<Json<ModelList>, OpenAiError> {
     let ready = ready(&st)?;
+    let card = |id: &str, parent: Option<&str>| ModelCard {
+        id: id.to_string(),
+        object: "model".into(),
+        created: ready.created,
+        owned_by: "self-judge".into(),
+        parent: parent.map(str::to_string),
+    };
+    let mut data = vec![card(&ready.model_id, None)];
+    for name in ready.service.adapter_names() {
+        data.push(card(&name, Some(&ready.model_id)));
+    }
     Ok(Json(ModelList {
         object: "list".into(),
-        data: vec![ModelCard {
-            id: ready.model_id.clone(),
-            object: "model".into(),
-            created: ready.created,
-            owned_by: "self-judge".into(),
-        }],
+        data,
     }))
 }
 

@@ -14,7 +14,7 @@ use crate::server::error::{ApiError, ErrorResponse};
 use crate::server::json::ApiJson;
 use crate::server::openai::convert::response_id;
 use crate::server::openai::error::{OpenAiError, OpenAiErrorResponse};
-use crate::server::openai::routes::OpenAiJson;
+use crate::server::openai::routes::{service_for, OpenAiJson};
 use crate::server::state::AppState;
 use crate::service::{ranking, JudgeService};
 
@@ -41,14 +41,15 @@ async fn cohere(
     return_default: bool,
 ) -> Result<RerankResponse, ApiError> {
     let ready = st.ready.get().ok_or_else(ApiError::not_ready)?;
-    if let Some(m) = req.model.as_deref().filter(|m| *m != ready.model_id) {
-        return Err(OpenAiError::unknown_model(m, &ready.model_id).0);
-    }
+    let service = match req.model.as_deref() {
+        None => ready.service.clone(),
+        Some(m) => service_for(ready, m).map_err(|e| e.0)?,
+    };
     if req.top_n == Some(0) {
         return Err(ApiError::validation("`top_n` must be >= 1"));
     }
     let docs: Vec<String> = req.documents.into_iter().map(|d| d.into_text()).collect();
-    let mut ranked = ranked(&ready.service, &req.query, &docs).await?;
+    let mut ranked = ranked(&service, &req.query, &docs).await?;
     ranked.truncate(req.top_n.unwrap_or(usize::MAX));
     let with_text = req.return_documents.unwrap_or(return_default);
     Ok(RerankResponse {
@@ -124,8 +125,8 @@ pub async fn rerank_tei(
     State(st): State<Arc<AppState>>,
     ApiJson(req): ApiJson<TeiRerankRequest>,
 ) -> Result<Json<Vec<TeiRank>>, ApiError> {
-    let service = st.service()?;
-    let ranked = ranked(service, &req.query, &req.texts).await?;
+    let service = st.service()?.select(req.adapter.as_deref())?;
+    let ranked = ranked(&service, &req.query, &req.texts).await?;
     Ok(Json(
         ranked
             .into_iter()

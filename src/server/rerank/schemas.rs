@@ -99,6 +99,8 @@ pub struct TeiRerankRequest {
     pub truncate: Option<bool>,
     /// Accepted and not used.
     pub truncation_direction: Option<String>,
+    /// Rank with this adapter (`--adapter NAME=DIR`; default: the base).
+    pub adapter: Option<String>,
 }
 
 /// One ranked text (TEI's `Rank`).

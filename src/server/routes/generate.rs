@@ -44,7 +44,7 @@ pub async fn generate(
     State(st): State<Arc<AppState>>,
     ApiJson(req): ApiJson<GenerateRequest>,
 ) -> Result<Json<GenerateResponse>, ApiError> {
-    let service = st.service()?;
+    let service = st.service()?.select(req.adapter.as_deref())?;
     let sampling = req.sampling();
     let prompt = one_prompt(req.prompt, req.messages)?;
     let out = service.generate(prompt, req.n, sampling).await?;

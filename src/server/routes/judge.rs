@@ -15,7 +15,7 @@ use crate::server::schemas::{
 };
 use crate::server::sse::{from_channel, json_event};
 use crate::server::state::AppState;
-use crate::service::{AdmittedTournament, BestOfN, Prompt, RoundDone};
+use crate::service::{AdmittedTournament, BestOfN, JudgeService, Prompt, RoundDone};
 use crate::tokenizer::ChatMessage;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -35,7 +35,7 @@ pub async fn judge(
     State(st): State<Arc<AppState>>,
     ApiJson(req): ApiJson<JudgeRequest>,
 ) -> Result<Json<JudgeResponse>, ApiError> {
-    let service = st.service()?;
+    let service = st.service()?.select(req.adapter.as_deref())?;
     let (pairs, single) = match (req.pairs, req.context, req.response_a, req.response_b) {
         (Some(p), None, None, None) => (p, false),
         (None, Some(context), Some(response_a), Some(response_b)) => (
@@ -89,7 +89,7 @@ pub async fn tournament(
     State(st): State<Arc<AppState>>,
     ApiJson(req): ApiJson<TournamentRequest>,
 ) -> Result<Response, ApiError> {
-    let service = st.service()?;
+    let service = st.service()?.select(req.adapter.as_deref())?;
     let principles = req.principles.as_deref();
     if req.query.is_some() || req.messages.is_some() {
         if req.stream {
@@ -147,7 +147,7 @@ pub async fn tournament(
     if req.stream {
         let admitted = service.admit_tournament(contexts, responses, principles)?;
         let (contexts, responses) = (contexts.clone(), responses.clone());
-        return Ok(streamed(st.clone(), req, admitted, contexts, responses));
+        return Ok(streamed(service, req, admitted, contexts, responses));
     }
     let results = service
         .tournament(contexts, responses, req.seed, principles)
@@ -189,7 +189,7 @@ fn given_response(
 /// The given-candidates tournament as server-sent events: `round` after each round,
 /// then `result` or `error`. A client that leaves stops the rounds not yet played.
 fn streamed(
-    st: Arc<AppState>,
+    service: JudgeService,
     req: TournamentRequest,
     admitted: AdmittedTournament,
     contexts: Vec<String>,
@@ -197,11 +197,8 @@ fn streamed(
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(16);
     tokio::spawn(async move {
-        let Ok(service) = st.service() else {
-            return;
-        };
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<RoundDone>();
-        let run = admitted.run(service, &contexts, &responses, req.seed, Some(&ptx));
+        let run = admitted.run(&service, &contexts, &responses, req.seed, Some(&ptx));
         tokio::pin!(run);
         let round_event = |r: RoundDone| {
             json_event(
