@@ -15,6 +15,10 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+# The served OpenAPI spec against the server: schemathesis, every default check.
+if [ "$status" -eq 0 ]; then
+    scripts/schemathesis/run.sh 2>&1 | tee -a "$log" || status=$?
+fi
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 echo "${passed} passed, ${failed} failed"

@@ -127,10 +127,26 @@ fn endpoints_answer_and_match_their_schemas() {
             .unwrap(),
     )
     .unwrap();
+    let printed: Value = serde_json::from_str(&common::stdout_of(
+        std::process::Command::new(env!("CARGO_BIN_EXE_self-judge")).arg("openapi"),
+    ))
+    .unwrap();
     assert_eq!(
-        spec, committed,
+        printed, committed,
         "openapi/openapi.json is stale: run `self-judge openapi > openapi/openapi.json`"
     );
+    // The served document is the committed one stating this server: no key, its
+    // model's name, its limits.
+    assert_eq!(
+        spec["paths"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        committed["paths"].as_object().unwrap().keys().collect::<Vec<_>>()
+    );
+    assert!(committed["paths"]["/judge"]["post"]["security"].is_array());
+    assert!(spec["paths"]["/judge"]["post"].get("security").is_none());
+    let chat = &spec["components"]["schemas"]["ChatCompletionRequest"]["allOf"][1];
+    assert_eq!(chat["properties"]["model"]["enum"], json!(["tiny-chat"]));
+    let common = &spec["components"]["schemas"]["CommonParams"]["properties"];
+    assert_eq!(common["n"]["maximum"], 16);
     let metrics = client()
         .get(s.url("/metrics"))
         .send()
@@ -193,6 +209,17 @@ fn bad_inputs_get_the_right_status_and_a_json_error() {
             422,
             "validation",
         ),
+        (
+            "a sampling setting on given candidates",
+            post(
+                &s,
+                "/tournament",
+                &json!({"contexts": ["c"], "responses": [["a", "b"]], "temperature": 0.5}),
+            ),
+            422,
+            "validation",
+        ),
+
         (
             "unknown field",
             post(
@@ -308,6 +335,22 @@ fn bad_inputs_get_the_right_status_and_a_json_error() {
             "{name}: {body}"
         );
     }
+    // A number without a fraction is an integer (JSON Schema's reading).
+    let (st, v) = post(
+        &s,
+        "/tournament",
+        &json!({"contexts": ["c"], "responses": [["a", "b"]], "seed": 3.0}),
+    );
+    assert_eq!(st, 200, "{v}");
+    // A prompt over the context is cut to leave room for the reply (tiny-chat: 256).
+    let long = "x".repeat(400);
+    let (st, v) = post(
+        &s,
+        "/generate",
+        &json!({"prompt": long, "max_new_tokens": 2, "temperature": 0}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["prompt_tokens"], 255, "{v}");
     let r = client().get(s.url("/judge")).send().unwrap();
     assert_eq!(r.status().as_u16(), 405);
     // Still serving.

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod rerank;
 pub mod routes;
 pub mod schemas;
+pub mod spec;
 pub mod sse;
 pub mod state;
 
@@ -250,7 +251,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let metrics = ServerMetrics::new()?;
         let api_key = args.api_key.clone().filter(|k| !k.is_empty());
-        let state = Arc::new(AppState::new(args.max_body_bytes, metrics.clone(), api_key));
+        let (_, named) = args.model.split_adapters()?;
+        let spec = openapi::served_spec_json(&spec::Served {
+            api_key: api_key.is_some(),
+            model: args.model_id(),
+            adapters: named.into_iter().map(|a| a.name).collect(),
+            principles: cfg.template.names(),
+            max_n: args.max_n,
+            max_new_tokens: args.max_new_tokens,
+        });
+        let state = Arc::new(AppState::new(
+            args.max_body_bytes,
+            metrics.clone(),
+            api_key,
+            spec,
+        ));
         let loader_state = state.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(f) = &args.hold_load_until {

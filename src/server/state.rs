@@ -25,16 +25,24 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub metrics: ServerMetrics,
     pub api_key: Option<String>,
+    /// The OpenAPI document served at `/openapi.json` (this server's limits and names).
+    pub spec: String,
 }
 
 impl AppState {
     /// State for a server that is still loading its model.
-    pub fn new(max_body_bytes: usize, metrics: ServerMetrics, api_key: Option<String>) -> Self {
+    pub fn new(
+        max_body_bytes: usize,
+        metrics: ServerMetrics,
+        api_key: Option<String>,
+        spec: String,
+    ) -> Self {
         Self {
             ready: OnceLock::new(),
             max_body_bytes,
             metrics,
             api_key,
+            spec,
         }
     }
 

@@ -100,7 +100,8 @@ impl JudgeService {
     }
 
     /// Renders and tokenizes a prompt off the async runtime; a prompt over
-    /// `max_input_tokens` loses tokens on the left, or is refused when truncation is off.
+    /// `max_input_tokens` (or over the context less one token for the reply) loses
+    /// tokens on the left, or is refused when truncation is off.
     pub(crate) async fn prompt_ids(&self, prompt: Prompt) -> Result<Vec<u32>> {
         if let Prompt::Chat(m) = &prompt {
             if m.is_empty() {
@@ -125,7 +126,9 @@ impl JudgeService {
             Ok(tok.encode(&text, true)?)
         });
         let mut ids = text.await??;
-        let max_in = self.limits.max_input_tokens;
+        // A prompt must leave the context room for at least one generated token.
+        let room = self.model.decoder.max_positions().saturating_sub(1).max(1);
+        let max_in = self.limits.max_input_tokens.min(room);
         if ids.len() > max_in {
             if !self.limits.truncate {
                 return Err(ServiceError::TooLarge(format!(

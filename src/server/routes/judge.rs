@@ -134,10 +134,19 @@ pub async fn tournament(
         })
         .into_response());
     }
-    if req.n.is_some() || req.context.is_some() {
-        return Err(ApiError::validation(
-            "`n` and `context` belong to the best-of-n form (`query`/`messages`)",
-        ));
+    let best_of_n_only = [
+        ("n", req.n.is_some()),
+        ("context", req.context.is_some()),
+        ("max_new_tokens", req.max_new_tokens.is_some()),
+        ("temperature", req.temperature.is_some()),
+        ("top_p", req.top_p.is_some()),
+        ("top_k", req.top_k.is_some()),
+        ("stop", req.stop.is_some()),
+    ];
+    if let Some((field, _)) = best_of_n_only.iter().find(|(_, given)| *given) {
+        return Err(ApiError::validation(format!(
+            "`{field}` belongs to the best-of-n form (`query`/`messages` with `n`)"
+        )));
     }
     let (Some(contexts), Some(responses)) = (&req.contexts, &req.responses) else {
         return Err(ApiError::validation(

@@ -53,10 +53,10 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// The OpenAPI document.
-pub async fn openapi_json() -> Response {
+pub async fn openapi_json(State(st): State<Arc<AppState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        openapi::spec_json(),
+        st.spec.clone(),
     )
         .into_response()
 }
