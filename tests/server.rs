@@ -138,8 +138,16 @@ fn endpoints_answer_and_match_their_schemas() {
     // The served document is the committed one stating this server: no key, its
     // model's name, its limits.
     assert_eq!(
-        spec["paths"].as_object().unwrap().keys().collect::<Vec<_>>(),
-        committed["paths"].as_object().unwrap().keys().collect::<Vec<_>>()
+        spec["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        committed["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>()
     );
     assert!(committed["paths"]["/judge"]["post"]["security"].is_array());
     assert!(spec["paths"]["/judge"]["post"].get("security").is_none());
@@ -219,7 +227,6 @@ fn bad_inputs_get_the_right_status_and_a_json_error() {
             422,
             "validation",
         ),
-
         (
             "unknown field",
             post(

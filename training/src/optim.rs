@@ -96,10 +96,25 @@ pub struct AdamW {
     pub step: usize,
     /// First and second moments, one pair per variable.
     pub moments: Vec<(Tensor, Tensor)>,
+    /// Per variable: whether weight decay applies (HF's Trainer exempts biases and
+    /// normalisation weights).
+    pub decays: Vec<bool>,
+}
+
+/// Whether HF's Trainer decays the parameter `name`: not a bias nor a normalisation
+/// weight (its forbidden name patterns `bias`, `layernorm`, `rmsnorm`, a `norm` path
+/// segment, a segment ending in `_norm`).
+pub fn decays(name: &str) -> bool {
+    let n = name.to_lowercase();
+    let patterned = ["bias", "layernorm", "rmsnorm"]
+        .iter()
+        .any(|p| n.contains(p));
+    let segment = n.split('.').any(|s| s == "norm" || s.ends_with("_norm"));
+    !(patterned || segment)
 }
 
 impl AdamW {
-    /// HF defaults: betas (0.9, 0.999), eps 1e-8.
+    /// HF defaults: betas (0.9, 0.999), eps 1e-8; `weight_decay` on every variable.
     pub fn new(vars: &[Var], weight_decay: f64) -> candle_core::Result<Self> {
         let moments = vars
             .iter()
@@ -112,7 +127,17 @@ impl AdamW {
             weight_decay,
             step: 0,
             moments,
+            decays: vec![true; vars.len()],
         })
+    }
+
+    /// [`AdamW::new`] over named variables, with weight decay where HF's Trainer puts
+    /// it ([`decays`]).
+    pub fn for_named(vars: &[(String, Var)], weight_decay: f64) -> candle_core::Result<Self> {
+        let plain: Vec<Var> = vars.iter().map(|(_, v)| v.clone()).collect();
+        let mut opt = Self::new(&plain, weight_decay)?;
+        opt.decays = vars.iter().map(|(n, _)| decays(n)).collect();
+        Ok(opt)
     }
 
     /// One update with learning rate `lr`; variables without a gradient are left as
@@ -130,9 +155,19 @@ impl AdamW {
             lr,
             decay: 1.0 - lr * self.weight_decay,
         };
-        for (v, (m, s)) in vars.iter().zip(self.moments.iter_mut()) {
+        assert_eq!(
+            vars.len(),
+            self.moments.len(),
+            "one moment pair per variable"
+        );
+        for ((v, (m, s)), &decayed) in vars.iter().zip(self.moments.iter_mut()).zip(&self.decays) {
             let Some(g) = grads.get(v.as_tensor()) else {
                 continue;
+            };
+            let k = if decayed {
+                k
+            } else {
+                AdamWStep { decay: 1.0, ..k }
             };
             // The moments must not keep a gradient's graph alive from step to step.
             let g = &g.detach();
@@ -370,6 +405,24 @@ impl AdamW {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn decay_spares_biases_and_norms_as_hf_does() {
+        for (name, decayed) in [
+            ("model.layers.0.self_attn.q_proj.weight", true),
+            ("model.embed_tokens.weight", true),
+            ("base_model.model.model.layers.1.mlp.up_proj.lora_A.weight", true),
+            ("model.layers.0.input_layernorm.weight", false),
+            ("model.layers.3.post_attention_layernorm.weight", false),
+            ("model.norm.weight", false),
+            ("model.layers.0.self_attn.q_norm.weight", false),
+            ("model.layers.0.self_attn.q_proj.bias", false),
+            ("transformer.ln_f.RMSNorm.weight", false),
+            ("model.normalizer.weight", true),
+        ] {
+            assert_eq!(decays(name), decayed, "{name}");
+        }
+    }
 
     #[test]
     fn schedules_match_hf_formulas() {

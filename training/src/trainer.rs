@@ -133,7 +133,7 @@ impl<'a> Loop<'a> {
             a.warmup_ratio,
         );
         let vars: Vec<Var> = model.vars.iter().map(|(_, v)| v.clone()).collect();
-        let mut opt = AdamW::new(&vars, a.weight_decay)?;
+        let mut opt = AdamW::for_named(&model.vars, a.weight_decay)?;
         let save_every = match a.save_strategy.as_str() {
             "steps" => Some(a.save_steps.unwrap_or(500).max(1)),
             "epoch" => Some(steps_per_epoch),

@@ -29,10 +29,13 @@ pub fn dpo_terms(
     let logits = ((policy_chosen - policy_rejected)? - (&ref_chosen - &ref_rejected)?)?;
     let losses = match kind {
         LossType::Sigmoid => {
-            // −log σ(x) = softplus(−x) = relu(−x) + log(1 + e^{−|x|}), stable for any x.
-            let x = (&logits * beta)?;
-            let tail = ((x.abs()?.neg()?.exp()? + 1.0)?).log()?;
-            (x.neg()?.relu()? + tail)?
+            // −log σ(x) = softplus(z) = relu(z) + log(1 + e^{−|z|}) with z = −βx, stable
+            // for any x. relu and abs must see the same z: their derivatives at 0 (both
+            // taken as for z > 0) then add up to σ(0) = 1/2, the true slope where the
+            // policy equals the reference (every pair of the first step).
+            let z = (&logits * -beta)?;
+            let tail = ((z.abs()?.neg()?.exp()? + 1.0)?).log()?;
+            (z.relu()? + tail)?
         }
         LossType::Hinge => ((&logits * -beta)? + 1.0)?.relu()?,
         LossType::Ipo => (&logits - 1.0 / (2.0 * beta))?.sqr()?,
@@ -179,6 +182,29 @@ mod tests {
         let got: Vec<f32> = g.get(pc.as_tensor()).unwrap().to_vec1().unwrap();
         assert!((got[0] - want).abs() < 1e-6, "{got:?} vs {want}");
         assert!(g.get(rc.as_tensor()).is_none());
+    }
+
+    #[test]
+    fn the_slope_where_policy_equals_reference_is_beta_over_two() {
+        // Policy = reference: logits 0, where relu and abs have their kinks.
+        let pc = candle_core::Var::new(&[-1.0f32, -4.0], &Device::Cpu).unwrap();
+        let d = dpo_terms(
+            pc.as_tensor(),
+            &t(&[-3.0, -2.0]),
+            &t(&[-1.0, -4.0]),
+            &t(&[-3.0, -2.0]),
+            0.1,
+            LossType::Sigmoid,
+        )
+        .unwrap();
+        let got: Vec<f32> = d.losses.to_vec1().unwrap();
+        assert!(got
+            .iter()
+            .all(|l| (l - std::f32::consts::LN_2).abs() < 1e-6));
+        let g = d.losses.sum_all().unwrap().backward().unwrap();
+        let slope: Vec<f32> = g.get(pc.as_tensor()).unwrap().to_vec1().unwrap();
+        // d/dpc −log σ(β l) at l = 0 is −β σ(0) = −0.05.
+        assert!(slope.iter().all(|s| (s + 0.05).abs() < 1e-7), "{slope:?}");
     }
 
     #[test]
