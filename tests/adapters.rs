@@ -211,6 +211,7 @@ fn named_adapters_serve_beside_the_base_and_equal_merged_ones() {
         ok(&multi, "/v2/rerank", &rra)["results"].clone(),
         ok(&merged, "/v2/rerank", &rr)["results"].clone(),
     );
+    assert_eq!(x.as_array().unwrap().len(), y.as_array().unwrap().len());
     for (x, y) in x.as_array().unwrap().iter().zip(y.as_array().unwrap()) {
         assert_eq!(x["index"], y["index"]);
         let d =

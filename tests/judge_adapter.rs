@@ -72,6 +72,7 @@ fn an_attached_adapter_judges_and_answers_as_the_merged_one() {
     assert_eq!(attached.adapter.as_deref(), Some(adapter().as_path()));
     let (m, a) = (verdicts(&merged, &pairs), verdicts(&attached, &pairs));
     let mut worst = 0f64;
+    assert_eq!((m.len(), a.len()), (pairs.len(), pairs.len()));
     for (m, a) in m.iter().zip(&a) {
         assert_eq!(m.principles.len(), a.principles.len());
         for (pm, pa) in m.principles.iter().zip(&a.principles) {
@@ -94,6 +95,7 @@ fn an_attached_adapter_judges_and_answers_as_the_merged_one() {
         .layers
         .iter()
         .all(|l| l.q_proj.lora.is_none()));
+    assert_eq!(base_again.len(), a.len());
     let moved = base_again
         .iter()
         .zip(&a)
@@ -201,7 +203,9 @@ fn the_shipped_adapter_is_still_a_policy() {
         LoadedModel::load_adapted(&smollm2_path(), &LoadOptions::default(), Some(&adapter()))
             .unwrap();
     for (model, name) in [(smollm2(), "zero-shot"), (&jsft, "jsft")] {
-        for (answer, (q, word)) in answers(model, &questions).iter().zip(&cases) {
+        let got = answers(model, &questions);
+        assert_eq!(got.len(), cases.len());
+        for (answer, (q, word)) in got.iter().zip(&cases) {
             let lower = answer.to_lowercase();
             assert!(
                 answer.split_whitespace().count() >= 5 && word.is_none_or(|w| lower.contains(w)),

@@ -55,6 +55,7 @@ fn prompts_and_probabilities_match_transformers() {
             .remove(0);
         let refs = case["principles"].as_array().unwrap();
         assert_eq!(verdict.principles.len(), refs.len());
+        assert_eq!(judge.template.principles.len(), refs.len());
         for ((pr, cp), got) in refs
             .iter()
             .zip(&judge.template.principles)

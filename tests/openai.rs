@@ -68,6 +68,7 @@ fn chat_completions_are_the_generate_samples_with_usage_and_logprobs() {
     );
     assert_eq!(status, 200);
     let mut tokens = 0;
+    assert_eq!(choices.len(), gen["generations"].as_array().unwrap().len());
     for (c, g) in choices.iter().zip(gen["generations"].as_array().unwrap()) {
         assert_eq!(c["message"]["content"], g["text"]);
         assert_eq!(c["message"]["role"], "assistant");
@@ -184,6 +185,7 @@ fn best_of_returns_the_winners_of_the_models_own_tournaments() {
         .collect();
     assert_eq!(winners.len(), 2);
     assert_ne!(winners[0], winners[1]);
+    assert_eq!(out["choices"].as_array().unwrap().len(), winners.len());
     for (c, &w) in out["choices"].as_array().unwrap().iter().zip(&winners) {
         assert_eq!(c["text"].as_str().unwrap(), candidates[w]);
         assert!(!c["logprobs"]["tokens"].as_array().unwrap().is_empty());

@@ -122,6 +122,8 @@ fn scores_are_verdicts_against_the_reference_sorted_and_stable() {
         "/rerank",
         &json!({"query": QUERY, "texts": docs(), "raw_scores": true}),
     );
+    assert_eq!(tei.as_array().unwrap().len(), results.len());
+    assert_eq!(raw.as_array().unwrap().len(), results.len());
     for ((t, w), x) in tei
         .as_array()
         .unwrap()

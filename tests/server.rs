@@ -404,6 +404,39 @@ fn long_prompts_are_truncated_or_refused() {
 }
 
 #[test]
+fn the_key_can_come_from_the_environment_and_sigint_stops_cleanly() {
+    let s = Server::start_with_env(
+        &tiny_chat(),
+        CONFIG,
+        &[],
+        &[("SELF_JUDGE_API_KEY", "from-env")],
+    );
+    let body = json!({"context": "c", "response_a": "a", "response_b": "b"});
+    let r = client().post(s.url("/judge")).json(&body).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client()
+        .post(s.url("/judge"))
+        .bearer_auth("from-env")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let spec: Value = client()
+        .get(s.url("/openapi.json"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        spec["paths"]["/judge"]["post"]["security"],
+        json!([{"bearer": []}])
+    );
+    s.signal("INT");
+    let status = s.wait();
+    assert!(status.success(), "SIGINT: {status:?}");
+}
+
+#[test]
 fn api_key_protects_the_api_but_not_health_or_metrics() {
     let s = Server::start(&tiny_chat(), CONFIG, &["--api-key", "sekret"]);
     let body = json!({"context": "c", "response_a": "a", "response_b": "b"});

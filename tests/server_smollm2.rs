@@ -87,6 +87,7 @@ fn server_answers_equal_the_offline_cli_also_under_concurrency() {
             })
         })
         .collect();
+    assert_eq!(handles.len(), offline.len());
     for (h, want) in handles.into_iter().zip(&offline) {
         let (st, got) = h.join().unwrap();
         assert_eq!(st, 200, "{got}");
@@ -120,6 +121,7 @@ fn server_answers_equal_the_offline_cli_also_under_concurrency() {
         &json!({"contexts": contexts, "responses": responses, "seed": 7, "return_bracket": true}),
     );
     assert_eq!(st, 200, "{v}");
+    assert_eq!(v["winners"].as_array().unwrap().len(), offline.len());
     for (w, o) in v["winners"].as_array().unwrap().iter().zip(&offline) {
         assert_eq!(w["text"], o["winner"]);
         assert_eq!(w["index"], o["winner_index"]);

@@ -115,7 +115,7 @@ async fn verdicts_and_brackets_equal_the_synchronous_judge() {
         .tournament(&contexts, &responses, Some(7), None)
         .await
         .unwrap();
-    assert_eq!(got.len(), 2);
+    assert_eq!((got.len(), want.len()), (2, 2));
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g.winner_index, w.winner_index);
         assert_eq!(g.bracket.rounds.len(), w.bracket.rounds.len());

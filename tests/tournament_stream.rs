@@ -27,6 +27,7 @@ fn the_ranking_follows_the_bracket() {
         .unwrap()
         .json()
         .unwrap();
+    assert_eq!(r["winners"].as_array().unwrap().len(), 2);
     for (w, n) in r["winners"].as_array().unwrap().iter().zip([5usize, 2]) {
         let ranking = w["ranking"].as_array().unwrap();
         let mut seen: Vec<u64> = ranking

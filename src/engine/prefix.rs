@@ -331,6 +331,75 @@ impl PrefixScorer {
 mod tests {
     use super::*;
 
+    /// Keys/values of `n` positions: 16 bytes each (one layer, one head of 2 f32).
+    fn kv(n: usize) -> KvCache {
+        let mut c = KvCache::new(1);
+        let z = candle_core::Tensor::zeros(
+            (n, 1, 2),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        c.append(0, &z, &z).unwrap();
+        c
+    }
+
+    fn seq(start: u32, n: u32) -> Vec<u32> {
+        (start..start + n).collect()
+    }
+
+    #[test]
+    fn the_least_recently_used_entry_goes_first_within_the_budget() {
+        let mut c = PrefixCache::new(30 * 16);
+        c.insert(seq(0, 10), kv(10));
+        c.insert(seq(100, 10), kv(10));
+        assert!(
+            c.lookup(&seq(0, 12), 12, 1).is_some(),
+            "A is used: now the most recent"
+        );
+        c.insert(seq(200, 10), kv(10));
+        assert_eq!(
+            (c.len(), c.size_in_bytes()),
+            (3, 30 * 16),
+            "exactly at the budget"
+        );
+        c.insert(seq(300, 10), kv(10));
+        assert_eq!(c.len(), 3);
+        assert!(c.size_in_bytes() <= 30 * 16);
+        assert!(
+            c.lookup(&seq(100, 10), 10, 1).is_none(),
+            "B was the least recently used"
+        );
+        for start in [0, 200, 300] {
+            let (len, kv) = c.lookup(&seq(start, 10), 10, 1).expect("kept");
+            assert_eq!((len, kv.len()), (10, 10));
+        }
+        // Over the whole budget: not cached, nothing evicted for it.
+        c.insert(seq(400, 31), kv(31));
+        assert_eq!(c.len(), 3);
+        assert!(c.lookup(&seq(400, 31), 31, 1).is_none());
+        // An entry that extends a cached one replaces it (its bytes freed first); the
+        // rest still does not fit, so the least recently used of the others (C: the
+        // lookups above went A, C, D) goes.
+        c.insert(seq(0, 12), kv(12));
+        assert_eq!((c.len(), c.size_in_bytes()), (2, 22 * 16));
+        assert_eq!(c.lookup(&seq(0, 12), 12, 1).map(|(l, _)| l), Some(12));
+        assert!(c.lookup(&seq(200, 10), 10, 1).is_none());
+        assert!(c.lookup(&seq(300, 10), 10, 1).is_some());
+        // A prefix of a cached entry adds nothing.
+        c.insert(seq(300, 5), kv(5));
+        assert_eq!((c.len(), c.size_in_bytes()), (2, 22 * 16));
+        // Lookups respect the bounds asked for.
+        assert_eq!(
+            c.lookup(&seq(0, 12), 7, 1).map(|(l, kv)| (l, kv.len())),
+            Some((7, 7))
+        );
+        assert!(
+            c.lookup(&seq(0, 3), 12, 4).is_none(),
+            "shorter than min_len"
+        );
+    }
+
     #[test]
     fn nested_prefixes_come_out_by_level() {
         let head: Vec<u32> = (0..20).collect();

@@ -61,6 +61,16 @@ pub struct Server {
 impl Server {
     /// Starts the server and waits until `/health` answers 200.
     pub fn start(model: &std::path::Path, config: &str, extra: &[&str]) -> Server {
+        Self::start_with_env(model, config, extra, &[])
+    }
+
+    /// [`Server::start`] with environment variables set for the server.
+    pub fn start_with_env(
+        model: &std::path::Path,
+        config: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         use std::io::BufRead;
         let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("configs")
@@ -73,6 +83,7 @@ impl Server {
             .arg(&config)
             .args(["--port", "0"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -124,10 +135,16 @@ impl Server {
 
     /// Sends SIGTERM without waiting.
     pub fn signal_term(&self) {
-        std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`, ...) without waiting.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
+        assert!(status.success(), "kill -{name}");
     }
 
     /// Waits for the process to exit.

@@ -411,7 +411,10 @@ mod tests {
         for (name, decayed) in [
             ("model.layers.0.self_attn.q_proj.weight", true),
             ("model.embed_tokens.weight", true),
-            ("base_model.model.model.layers.1.mlp.up_proj.lora_A.weight", true),
+            (
+                "base_model.model.model.layers.1.mlp.up_proj.lora_A.weight",
+                true,
+            ),
             ("model.layers.0.input_layernorm.weight", false),
             ("model.layers.3.post_attention_layernorm.weight", false),
             ("model.norm.weight", false),

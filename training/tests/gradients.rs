@@ -277,8 +277,9 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         // The store is emptied by each backward: a second run gives the same again.
         let again = gradients(&m, &ex);
         assert_eq!(plain.len(), checkpointed.len());
+        assert_eq!(plain.len(), again.len());
         for (((n, a), (_, b)), (_, c)) in plain.iter().zip(&checkpointed).zip(&again) {
-            assert_eq!(a.len(), b.len());
+            assert_eq!((a.len(), b.len()), (c.len(), c.len()));
             let norm = a.iter().map(|v| v * v).sum::<f32>().sqrt();
             assert!(norm > 1e-6, "{name} {n}: gradient too small to compare");
             for ((x, y), z) in a.iter().zip(b).zip(c) {

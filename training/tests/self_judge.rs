@@ -48,6 +48,7 @@ fn rejudge_pairs_log(log: &Path, cfg: &Path, judge_model: &Path, expected: usize
     };
     let verdicts = judge.judge(&pairs, &scorer).unwrap();
     let (mut winners, mut diff) = (0, 0f64);
+    assert_eq!(lines.len(), verdicts.len());
     for (l, v) in lines.iter().zip(&verdicts) {
         let w = if v.winner == Side::A { "a" } else { "b" };
         winners += usize::from(l["winner"] != w);
