@@ -404,6 +404,31 @@ fn long_prompts_are_truncated_or_refused() {
 }
 
 #[test]
+fn a_failed_forward_makes_health_503_until_one_succeeds() {
+    let s = Server::start(&tiny_chat(), CONFIG, &["--test-failing-judge-batches", "1"]);
+    let health = || {
+        let r = client().get(s.url("/health")).send().unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap()["status"].clone(),
+        )
+    };
+    assert_eq!(health(), (200, json!("ok")));
+    let body = json!({"context": "c", "response_a": "a", "response_b": "b"});
+    let (st, v) = post(&s, "/judge", &body);
+    assert_eq!(
+        (st, v["error_type"].as_str()),
+        (500, Some("model_error")),
+        "{v}"
+    );
+    assert_eq!(health(), (503, json!("unhealthy")));
+    assert_eq!(s.metric("self_judge_forward_errors_total"), 1.0);
+    let (st, v) = post(&s, "/judge", &body);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(health(), (200, json!("ok")));
+}
+
+#[test]
 fn the_key_can_come_from_the_environment_and_sigint_stops_cleanly() {
     let s = Server::start_with_env(
         &tiny_chat(),

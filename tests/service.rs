@@ -28,6 +28,7 @@ fn fixture(max_concurrent_requests: usize) -> Fixture {
         max_batch_tokens: 4096,
         max_batch_size: 64,
         prefix_cache_bytes: 1 << 20,
+        failing_judge_batches: 0,
     };
     let registry = prometheus::Registry::new();
     let engine = spawn_engine(

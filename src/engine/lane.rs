@@ -62,6 +62,8 @@ pub(super) struct Shared {
     pub metrics: EngineMetrics,
     /// False after a failed forward pass (of any lane), true after a successful one.
     pub healthy: Arc<AtomicBool>,
+    /// Judge batches still to fail ([`EngineSettings::failing_judge_batches`]).
+    pub failing: std::cell::Cell<usize>,
 }
 
 impl Shared {
@@ -149,9 +151,17 @@ impl<'m> Lane<'m> {
         let prompts: Vec<&[u32]> = batch.iter().map(|(_, p)| *p).collect();
         let tokens: usize = prompts.iter().map(|p| p.len()).sum();
         let start = Instant::now();
-        let result = self
-            .scorer
-            .score(&self.model.decoder, &prompts, Some(&sh.metrics));
+        let result = match sh.failing.get() {
+            0 => self
+                .scorer
+                .score(&self.model.decoder, &prompts, Some(&sh.metrics)),
+            n => {
+                sh.failing.set(n - 1);
+                Err(self_judge_model::ModelError::Input(
+                    "injected failure (--test-failing-judge-batches)".into(),
+                ))
+            }
+        };
         sh.metrics
             .batch_seconds
             .observe(start.elapsed().as_secs_f64());

@@ -116,6 +116,7 @@ pub fn spawn_engine(
         settings,
         metrics,
         healthy: healthy.clone(),
+        failing: std::cell::Cell::new(settings.failing_judge_batches),
     };
     std::thread::Builder::new()
         .name("engine".into())

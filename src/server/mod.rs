@@ -87,6 +87,9 @@ pub struct ServeArgs {
     /// state can then be observed however fast the machine is).
     #[arg(long, hide = true)]
     pub hold_load_until: Option<PathBuf>,
+    /// Test hook: the first N judge batches fail as a broken forward pass would.
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub test_failing_judge_batches: usize,
 }
 
 impl ServeArgs {
@@ -193,6 +196,7 @@ fn load(args: &ServeArgs, cfg: &JudgeConfig, metrics: &ServerMetrics) -> anyhow:
         max_batch_tokens: args.max_batch_tokens,
         max_batch_size: args.max_batch_size,
         prefix_cache_bytes: args.prefix_cache_mb << 20,
+        failing_judge_batches: args.test_failing_judge_batches,
     };
     let models = std::iter::once(model.clone())
         .chain(adapters.iter().map(|a| a.model.clone()))

@@ -407,3 +407,48 @@ fn cuda_is_refused_by_a_cpu_build_and_cpu_trains() {
     common::ok(common::run_training("jsft", &cfg, &["--device", "cpu"]));
     assert!(dir.path().join("out/model.safetensors").exists());
 }
+
+#[test]
+fn save_strategy_epoch_saves_at_each_epochs_end() {
+    let dir = tempfile::tempdir().unwrap();
+    common::ok(common::init(&dir.path().join("init"), 32, &[]));
+    let cfg = arith_config(dir.path(), None);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_steps: 2000", "num_train_epochs: 2")
+        .replace("save_strategy: \"no\"", "save_strategy: \"epoch\"")
+        .replace("logging_steps: 200", "logging_steps: 11");
+    std::fs::write(&cfg, text).unwrap();
+    common::ok(common::run_training("jsft", &cfg, &[]));
+    let out = dir.path().join("out");
+    let mut saved: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    saved.sort_by_key(|n| n["checkpoint-".len()..].parse::<usize>().unwrap());
+    let last: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("trainer_state.json")).unwrap())
+            .unwrap();
+    let total = last["max_steps"].as_u64().unwrap();
+    assert!(total >= 4 && total.is_multiple_of(2), "{last}");
+    // Two epochs of equally many steps: a checkpoint at the end of each.
+    let per_epoch = total / 2;
+    assert_eq!(
+        saved,
+        [
+            format!("checkpoint-{per_epoch}"),
+            format!("checkpoint-{total}")
+        ]
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(format!("checkpoint-{per_epoch}/trainer_state.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["global_step"], per_epoch, "{state}");
+    assert!(
+        (state["epoch"].as_f64().unwrap() - 1.0).abs() < 1e-9,
+        "{state}"
+    );
+}

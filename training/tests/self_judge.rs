@@ -77,6 +77,51 @@ fn logged_pairs_are_the_judge_cores_verdicts_of_the_reference() {
 }
 
 #[test]
+fn full_fine_tuning_judges_with_a_frozen_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    // No `peft_config`: every weight trains, and the reference is a frozen copy.
+    let cfg = config(dir.path(), |t| {
+        let start = t.find("peft_config:").unwrap();
+        let end = start + t[start..].find("\n\n").unwrap();
+        let t = format!("{}{}", &t[..start], &t[end + 2..]);
+        t.replace("max_steps: 60", "max_steps: 3")
+            .replace("logging_steps: 10", "logging_steps: 1")
+    });
+    assert!(!std::fs::read_to_string(&cfg)
+        .unwrap()
+        .contains("peft_config"));
+    let log = dir.path().join("pairs.jsonl");
+    ok(self_judge(&cfg, &["--pairs-log", log.to_str().unwrap()]));
+    // Every step's pairs are judged by the untouched JSFT checkpoint: had the reference
+    // moved with the policy, steps 2 and 3 would judge differently.
+    check_pairs_log(&log, &cfg, &fixture(), 3 * 16);
+    // The policy did train: its weights left the starting point.
+    let start = TrainModel::load(&fixture(), None).unwrap();
+    let trained = TrainModel::load(&dir.path().join("out"), None).unwrap();
+    let ids = start
+        .tokenizer
+        .encode("<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n", true)
+        .unwrap();
+    let d = common::max_diff(
+        &common::logits(&start.decoder, &ids),
+        &common::logits(&trained.decoder, &ids),
+    );
+    assert!(d > 1e-4, "full fine-tuning changed nothing ({d})");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let losses: Vec<f64> = state["log_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["loss"].as_f64())
+        .collect();
+    assert_eq!(losses.len(), 3, "{state}");
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0));
+}
+
+#[test]
 fn a_jsft_adapter_is_merged_before_self_judge_training() {
     let dir = tempfile::tempdir().unwrap();
     // A LoRA JSFT run on top of the fixture gives an adapter and its merged checkpoint.
@@ -301,4 +346,85 @@ fn bad_self_judge_configs_fail_naming_the_cause() {
         assert!(!out.status.success(), "{want}");
         assert!(err.contains(want), "{want}: {err}");
     }
+}
+
+#[test]
+fn average_log_prob_divides_each_sequence_by_its_learned_tokens() {
+    use training::self_judge::dpo::dpo_batch;
+    use training::self_judge::onpolicy::OnPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = config(dir.path(), |t| t);
+    let (cfg, judge_cfg) = training::jsft::read_configs(&cfg_path).unwrap();
+    let mut spec = cfg.lora.clone().unwrap();
+    spec.dropout = 0.0;
+    let model = TrainModel::load(&fixture(), Some((&spec, 5))).unwrap();
+    // Adapters away from zero, so that the policy differs from the reference.
+    for (i, (_, v)) in model.vars.iter().enumerate() {
+        let v: &Var = v;
+        v.set(&seeded_randn(100 + i as u64, 0.0, 0.1, v.shape(), v.device()).unwrap())
+            .unwrap();
+    }
+    let chat = self_judge_tokenizer::ChatTemplate::new(judge_cfg.chat_template.as_deref().unwrap())
+        .unwrap();
+    let q = "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n";
+    let seqs = |answers: &[&str]| -> Vec<Example> {
+        answers
+            .iter()
+            .map(|a| {
+                let prompt = model.tokenizer.encode(q, true).unwrap();
+                let mut ids = prompt.clone();
+                ids.extend(
+                    model
+                        .tokenizer
+                        .encode(&format!("{a}<|im_end|>"), false)
+                        .unwrap(),
+                );
+                let mut labels: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+                labels[..prompt.len()].iter_mut().for_each(|l| *l = IGNORE);
+                Example {
+                    input_ids: ids,
+                    labels,
+                }
+            })
+            .collect()
+    };
+    let (chosen, rejected) = (seqs(&["5", "It is 5."]), seqs(&["6 or so, I think", "7"]));
+    let mut args = cfg.self_judge.clone().unwrap();
+    let mut run = |average: bool| {
+        args.average_log_prob = average;
+        let op = OnPolicy::new(&model, None, &chat, &judge_cfg, &args).unwrap();
+        dpo_batch(&op, &chosen, &rejected, false).unwrap().1
+    };
+    let (sum, avg) = (run(false), run(true));
+    let (lc, lr) = (&sum.lengths.0, &sum.lengths.1);
+    assert_eq!((lc.len(), lr.len()), (2, 2));
+    for k in 0..4 {
+        let lengths = if k % 2 == 0 { lc } else { lr };
+        for (i, &n) in lengths.iter().enumerate() {
+            assert!(n >= 2.0, "each answer has learned tokens");
+            let (s, a) = (sum.logps[k][i], avg.logps[k][i]);
+            assert!(
+                (a - s / n).abs() < 1e-5 * s.abs().max(1.0),
+                "logps[{k}][{i}]: {a} vs {s} / {n}"
+            );
+        }
+    }
+    // The loss is the DPO loss of the averaged log-probabilities.
+    let beta = args.beta as f32;
+    let want: f32 = (0..2)
+        .map(|i| {
+            let x = (avg.logps[0][i] - avg.logps[1][i]) - (avg.logps[2][i] - avg.logps[3][i]);
+            (1.0 + (-beta * x).exp()).ln()
+        })
+        .sum::<f32>()
+        / 2.0;
+    assert!(
+        (avg.loss as f32 - want).abs() < 1e-5,
+        "{} vs {want}",
+        avg.loss
+    );
+    assert!(
+        (avg.loss - sum.loss).abs() > 1e-6,
+        "averaging changed nothing"
+    );
 }
