@@ -7,6 +7,8 @@ pub mod context;
 pub mod error;
 pub mod pair;
 pub mod pairwise;
+#[cfg(test)]
+mod pairwise_tests;
 pub mod prompt;
 pub mod ranking;
 pub mod template;

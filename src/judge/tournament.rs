@@ -241,6 +241,25 @@ mod tests {
     }
 
     #[test]
+    fn total_matches_and_brackets_follow_the_rounds() {
+        let ctx: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let resp = vec![strings(5), strings(2), strings(1)];
+        let mut t = Tournament::new(&ctx, &resp, Some(9)).unwrap();
+        assert_eq!(t.total_matches(), 4 + 1);
+        let mut calls = vec![];
+        let mut judge = longer(&mut calls);
+        let mut played = 0;
+        while let Some(pairs) = t.next_round() {
+            played += pairs.len();
+            t.record(judge(&pairs).unwrap()).unwrap();
+            assert_eq!(t.brackets().len(), 3);
+        }
+        assert_eq!(played, 5, "one match per eliminated candidate");
+        let rounds: Vec<usize> = t.brackets().iter().map(|b| b.rounds.len()).collect();
+        assert_eq!(rounds, [3, 1, 0]);
+    }
+
+    #[test]
     fn single_candidate_needs_no_judgment() {
         let mut calls = vec![];
         let r = run_tournament(

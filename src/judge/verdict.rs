@@ -129,6 +129,15 @@ mod tests {
     }
 
     #[test]
+    fn a_tie_in_one_order_is_not_consistent() {
+        // One order has no preference: the two orders do not agree on a response.
+        for (ab, ba) in [((0.5, 0.5), (0.2, 0.7)), ((0.7, 0.2), (0.4, 0.4))] {
+            let v = Verdict::aggregate(vec![pv("h", ab, ba)]);
+            assert!(!v.consistent, "{ab:?} {ba:?}");
+        }
+    }
+
+    #[test]
     fn exact_tie_goes_to_b() {
         let v = Verdict::aggregate(vec![pv("h", (0.5, 0.5), (0.5, 0.5))]);
         assert_eq!(v.win_rate_a, 0.0);
