@@ -28,7 +28,11 @@ fn judge() -> Judge {
         assistant: "Pick".into(),
     };
     Judge {
-        template: JudgeTemplate::new(vec![principle("p1"), principle("p2")], None).unwrap(),
+        template: JudgeTemplate::new(
+            vec![principle("p1"), principle("p2"), principle("p3")],
+            None,
+        )
+        .unwrap(),
         prompts: PromptBuilder::new(chat, tok, 256).unwrap(),
         token_ids: (256, 257),
     }
@@ -76,7 +80,7 @@ impl Scorer for Prefers<'_> {
 #[test]
 fn each_pair_takes_both_orders_of_every_principle() {
     let j = judge();
-    assert_eq!(j.prompts_per_pair(), 4);
+    assert_eq!(j.prompts_per_pair(), 6);
     let tok = &tokenizer();
     let texts: Vec<String> = j
         .pair_prompts(&pair(0))
@@ -84,12 +88,14 @@ fn each_pair_takes_both_orders_of_every_principle() {
         .iter()
         .map(|p| tok.decode(p, false).unwrap())
         .collect();
-    assert_eq!(texts.len(), 4);
+    assert_eq!(texts.len(), 6);
     for (t, (name, order)) in texts.iter().zip([
         ("p1", "a0|b0"),
         ("p1", "b0|a0"),
         ("p2", "a0|b0"),
         ("p2", "b0|a0"),
+        ("p3", "a0|b0"),
+        ("p3", "b0|a0"),
     ]) {
         assert!(
             t.contains(&format!("judge {name}")) && t.contains(&format!("c0|{order}")),
@@ -97,9 +103,9 @@ fn each_pair_takes_both_orders_of_every_principle() {
         );
     }
     let all = j.prompts_for(&[pair(0), pair(1)]).unwrap();
-    assert_eq!(all.len(), 8);
-    assert_eq!(all[..4], j.pair_prompts(&pair(0)).unwrap()[..]);
-    assert_eq!(all[4..], j.pair_prompts(&pair(1)).unwrap()[..]);
+    assert_eq!(all.len(), 12);
+    assert_eq!(all[..6], j.pair_prompts(&pair(0)).unwrap()[..]);
+    assert_eq!(all[6..], j.pair_prompts(&pair(1)).unwrap()[..]);
 }
 
 #[test]
@@ -116,7 +122,7 @@ fn verdicts_come_back_pair_by_pair_and_counts_are_checked() {
     let v = j.judge(&pairs, &s).unwrap();
     assert_eq!(v.len(), 3);
     assert_eq!(v[0].winner, Side::B);
-    assert!(v[0].consistent && v[0].principles.len() == 2);
+    assert!(v[0].consistent && v[0].principles.len() == 3);
     assert!(!v[1].consistent && !v[2].consistent);
     // Every `a` answer is better: A wins each pair, consistently.
     let s = Prefers {
@@ -138,9 +144,9 @@ fn verdicts_come_back_pair_by_pair_and_counts_are_checked() {
         extra: 1,
     };
     let e = j.judge(&pairs, &s).unwrap_err().to_string();
-    assert!(e.contains("13 scores for 12 prompts"), "{e}");
+    assert!(e.contains("19 scores for 18 prompts"), "{e}");
     let probs = vec![OrderProbs { p_a: 0.5, p_b: 0.5 }; 7];
-    assert!(j.verdicts(&probs).is_err(), "7 scores are not pairs of 4");
-    assert_eq!(j.verdicts(&probs[..4]).unwrap().len(), 1);
+    assert!(j.verdicts(&probs).is_err(), "7 scores are not pairs of 6");
+    assert_eq!(j.verdicts(&probs[..6]).unwrap().len(), 1);
     assert!(j.verdicts(&[]).unwrap().is_empty());
 }
