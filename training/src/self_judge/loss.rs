@@ -161,6 +161,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.losses.to_vec1::<f32>().unwrap(), vec![1e4]);
+        // IPO's target 1/(2β) at a β where it differs from 2β: (1.5 − 2.5)² = 1.
+        let d = dpo_terms(&pc, &pr, &rc, &rr, 0.2, LossType::Ipo).unwrap();
+        let got: Vec<f32> = d.losses.to_vec1().unwrap();
+        assert!(
+            (got[0] - 1.0).abs() < 1e-5 && (got[1] - 20.25).abs() < 1e-4,
+            "{got:?}"
+        );
     }
 
     #[test]
