@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use common::{tiny_chat, Server};
+use common::{client, post, tiny_chat, Server};
 use self_judge::model::seeded_randn;
 use serde_json::{json, Value};
 
@@ -38,18 +38,6 @@ fn write_adapter(dir: &Path, seed: u64) {
         r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}"#,
     )
     .unwrap();
-}
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
-
-fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = client().post(s.url(path)).json(body).send().unwrap();
-    (r.status().as_u16(), r.json().unwrap())
 }
 
 fn ok(s: &Server, path: &str, body: &Value) -> Value {

@@ -110,15 +110,7 @@ fn an_attached_adapter_judges_and_answers_as_the_merged_one() {
 
 /// (correct verdicts, order-consistent verdicts) of `model` on `pairs`.
 fn score(model: &LoadedModel, pairs: &[(Pair, Side)]) -> (usize, usize) {
-    let judge = Judge::new(model, &config(), &JudgeOptions::default()).unwrap();
-    let scorer = DirectScorer {
-        decoder: &model.decoder,
-        token_ids: judge.token_ids,
-        max_batch_tokens: 4096,
-    };
-    let input: Vec<Pair> = pairs.iter().map(|(p, _)| p.clone()).collect();
-    let verdicts = judge.judge(&input, &scorer).unwrap();
-    assert_eq!(verdicts.len(), pairs.len());
+    let verdicts = verdicts(model, pairs);
     let right = verdicts
         .iter()
         .zip(pairs)

@@ -6,23 +6,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 
-use common::{smollm2_path, tiny_chat, Server};
+use common::{client, post, smollm2_path, tiny_chat, Server};
 use serde_json::{json, Value};
 
 const CONFIG: &str = "smollm2_hh_judge.yaml";
 const MODEL: &str = "tiny-chat";
-
-fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
-
-fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = client().post(s.url(path)).json(body).send().unwrap();
-    (r.status().as_u16(), r.json().unwrap())
-}
 
 /// The `data:` payloads of a server-sent event stream, `[DONE]` included.
 fn sse(s: &Server, path: &str, body: &Value) -> Vec<String> {

@@ -4,20 +4,11 @@
 
 mod common;
 
-use common::{tiny_chat, Server};
+use common::{post, tiny_chat, Server};
 use serde_json::{json, Value};
 
 const CONFIG: &str = "smollm2_hh_judge.yaml";
 const QUERY: &str = "What is the capital of France?";
-
-fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = reqwest::blocking::Client::new()
-        .post(s.url(path))
-        .json(body)
-        .send()
-        .unwrap();
-    (r.status().as_u16(), r.json().unwrap())
-}
 
 fn docs() -> Vec<&'static str> {
     vec![

@@ -3,26 +3,10 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{tiny_chat, Server};
-use reqwest::blocking::Client;
+use common::{client, post, tiny_chat, Server};
 use serde_json::{json, Value};
 
 const CONFIG: &str = "smollm2_hh_judge.yaml";
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
-
-fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = client().post(s.url(path)).json(body).send().unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
-}
 
 #[test]
 fn endpoints_answer_and_match_their_schemas() {
@@ -403,6 +387,17 @@ fn long_prompts_are_truncated_or_refused() {
     assert_eq!(v["prompt_tokens"], 64);
 }
 
+/// POSTs a one-pair `/judge` with `Authorization: Bearer KEY` when given.
+fn judge_with_key(s: &Server, key: Option<&str>) -> (u16, Value) {
+    let body = json!({"context": "c", "response_a": "a", "response_b": "b"});
+    let mut req = client().post(s.url("/judge")).json(&body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
 #[test]
 fn a_failed_forward_makes_health_503_until_one_succeeds() {
     let s = Server::start(&tiny_chat(), CONFIG, &["--test-failing-judge-batches", "1"]);
@@ -436,16 +431,8 @@ fn the_key_can_come_from_the_environment_and_sigint_stops_cleanly() {
         &[],
         &[("SELF_JUDGE_API_KEY", "from-env")],
     );
-    let body = json!({"context": "c", "response_a": "a", "response_b": "b"});
-    let r = client().post(s.url("/judge")).json(&body).send().unwrap();
-    assert_eq!(r.status().as_u16(), 401);
-    let r = client()
-        .post(s.url("/judge"))
-        .bearer_auth("from-env")
-        .json(&body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(judge_with_key(&s, None).0, 401);
+    assert_eq!(judge_with_key(&s, Some("from-env")).0, 200);
     let spec: Value = client()
         .get(s.url("/openapi.json"))
         .send()
@@ -464,24 +451,10 @@ fn the_key_can_come_from_the_environment_and_sigint_stops_cleanly() {
 #[test]
 fn api_key_protects_the_api_but_not_health_or_metrics() {
     let s = Server::start(&tiny_chat(), CONFIG, &["--api-key", "sekret"]);
-    let body = json!({"context": "c", "response_a": "a", "response_b": "b"});
-    let r = client().post(s.url("/judge")).json(&body).send().unwrap();
-    assert_eq!(r.status().as_u16(), 401);
-    assert_eq!(r.json::<Value>().unwrap()["error_type"], "unauthorized");
-    let r = client()
-        .post(s.url("/judge"))
-        .bearer_auth("wrong")
-        .json(&body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
-    let r = client()
-        .post(s.url("/judge"))
-        .bearer_auth("sekret")
-        .json(&body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    let (status, v) = judge_with_key(&s, None);
+    assert_eq!((status, &v["error_type"]), (401, &json!("unauthorized")));
+    assert_eq!(judge_with_key(&s, Some("wrong")).0, 401);
+    assert_eq!(judge_with_key(&s, Some("sekret")).0, 200);
     assert_eq!(
         client()
             .get(s.url("/info"))

@@ -8,23 +8,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{assert_json_close, smollm2_path, Server};
-use reqwest::blocking::Client;
+use common::{assert_json_close, client, post, smollm2_path, Server};
 use serde_json::{json, Value};
 
 const CONFIG: &str = "smollm2_hh_judge.yaml";
-
-fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .unwrap()
-}
-
-fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
-    let r = client().post(s.url(path)).json(body).send().unwrap();
-    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
-}
 
 fn cli(sub: &str, input: &Path, extra: &[&str]) -> Vec<Value> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_self-judge"));

@@ -51,6 +51,24 @@ pub fn tiny_chat() -> PathBuf {
     fixture("tiny-chat")
 }
 
+/// The HTTP client of the server tests (a generous timeout: a slow machine is not a
+/// failure, a hang is).
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// POSTs `body` as JSON; returns the status and the JSON reply (null if not JSON).
+pub fn post(s: &Server, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = client().post(s.url(path)).json(body).send().unwrap();
+    (
+        r.status().as_u16(),
+        r.json().unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// A `self-judge serve` process on a free port, stopped (SIGTERM) on drop.
 pub struct Server {
     child: std::process::Child,
