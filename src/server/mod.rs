@@ -104,9 +104,10 @@ impl ServeArgs {
         })
     }
 
-    /// Refuses adapter flags that cannot work, before anything loads: a bad
-    /// combination, or an adapter named like the base model.
-    fn check_adapters(&self) -> anyhow::Result<()> {
+    /// The names of the adapters to serve side by side; refuses adapter flags that
+    /// cannot work, before anything loads: a bad combination, or an adapter named like
+    /// the base model.
+    fn check_adapters(&self) -> anyhow::Result<Vec<String>> {
         let (_, named) = self.model.split_adapters()?;
         let id = self.model_id();
         if let Some(a) = named.iter().find(|a| a.name == id) {
@@ -116,7 +117,7 @@ impl ServeArgs {
                 a.dir.display()
             );
         }
-        Ok(())
+        Ok(named.into_iter().map(|a| a.name).collect())
     }
 
     /// The limits, with the prompt limit `max_input_tokens` for a model of `context`
@@ -241,7 +242,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.limits(None, usize::MAX)
         .check()
         .map_err(anyhow::Error::msg)?;
-    args.check_adapters()?;
+    let adapter_names = args.check_adapters()?;
     let cfg = JudgeConfig::from_file(&args.config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -255,11 +256,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let metrics = ServerMetrics::new()?;
         let api_key = args.api_key.clone().filter(|k| !k.is_empty());
-        let (_, named) = args.model.split_adapters()?;
         let spec = openapi::served_spec_json(&spec::Served {
             api_key: api_key.is_some(),
             model: args.model_id(),
-            adapters: named.into_iter().map(|a| a.name).collect(),
+            adapters: adapter_names,
             principles: cfg.template.names(),
             max_n: args.max_n,
             max_new_tokens: args.max_new_tokens,

@@ -34,8 +34,6 @@ pub struct JudgeService {
     rejected: IntCounter,
     /// The adapters; model `i + 1` of the engine is adapter `i`.
     adapters: Arc<Vec<NamedAdapter>>,
-    /// Which adapter this service runs (`None`: the base).
-    adapter: Option<usize>,
 }
 
 impl JudgeService {
@@ -57,7 +55,6 @@ impl JudgeService {
             limits,
             rejected,
             adapters: Arc::new(Vec::new()),
-            adapter: None,
         })
     }
 
@@ -71,11 +68,6 @@ impl JudgeService {
     /// The names of the adapters served next to the base.
     pub fn adapter_names(&self) -> Vec<String> {
         self.adapters.iter().map(|a| a.name.clone()).collect()
-    }
-
-    /// The adapter this service runs, if any.
-    pub fn adapter(&self) -> Option<&NamedAdapter> {
-        self.adapter.map(|i| &self.adapters[i])
     }
 
     /// This service over the adapter `name` (its judge, generations and caches),
@@ -102,7 +94,6 @@ impl JudgeService {
         Ok(JudgeService {
             engine,
             model: self.adapters[i].model.clone(),
-            adapter: Some(i),
             ..self.clone()
         })
     }
