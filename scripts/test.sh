@@ -11,6 +11,8 @@ export SELF_JUDGE_CLIENT_PYTHON
 # The layering: no import cycle between our files or top-level modules.
 python3 scripts/check_cycles.py --self-test
 python3 scripts/check_cycles.py
+# Kubernetes manifests, balancer and Prometheus configs, dashboard queries (offline).
+scripts/deploy/check.sh
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
