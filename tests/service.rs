@@ -46,6 +46,7 @@ fn fixture(max_concurrent_requests: usize) -> Fixture {
         max_new_tokens: 16,
         max_n: 4,
         max_body_bytes: 1 << 20,
+        kv_budget_bytes: 1 << 30,
     };
     let rejected = prometheus::IntCounter::new("rejected", "refused").unwrap();
     let service = JudgeService::new(

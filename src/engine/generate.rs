@@ -110,6 +110,11 @@ impl<'m> Generator<'m> {
         &self.emitted
     }
 
+    /// Bytes of keys/values the decoding sequences hold.
+    pub fn kv_bytes(&self) -> usize {
+        self.active.iter().map(|s| s.cache.bytes()).sum()
+    }
+
     /// Number of sequences still decoding.
     pub fn num_active(&self) -> usize {
         self.active.len()

@@ -123,6 +123,11 @@ impl<'m> Lane<'m> {
         self.generator.num_active()
     }
 
+    /// Bytes of keys/values the lane's running generations hold.
+    pub fn kv_bytes(&self) -> usize {
+        self.generator.kv_bytes()
+    }
+
     pub fn push_judge(&mut self, prompts: Vec<Vec<u32>>, reply: JudgeReply) {
         self.judge.push(prompts, reply);
     }

@@ -26,6 +26,9 @@ pub struct EngineMetrics {
     pub decode_batch_size: Histogram,
     /// Sequences being generated now (what load tests and autoscalers watch).
     pub running_sequences: IntGauge,
+    /// Keys/values held by running generations (the judge's are bounded by the prefix
+    /// cache and one batch).
+    pub kv_bytes: IntGauge,
     /// Prompt tokens computed by judge forwards (after prefix sharing).
     pub prefill_tokens: IntCounter,
     /// Prompt tokens that a shared prefix saved.
@@ -88,6 +91,10 @@ impl EngineMetrics {
                 "Sequences per decode step",
                 buckets(8),
             )?,
+            kv_bytes: IntGauge::new(
+                "self_judge_kv_bytes",
+                "Bytes of keys/values held by running generations",
+            )?,
             prefill_tokens: IntCounter::new(
                 "self_judge_prefill_tokens_total",
                 "Judge prompt tokens computed by forward passes",
@@ -107,6 +114,7 @@ impl EngineMetrics {
         };
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.running_sequences.clone()))?;
+        registry.register(Box::new(m.kv_bytes.clone()))?;
         registry.register(Box::new(m.batch_tokens.clone()))?;
         registry.register(Box::new(m.batch_seconds.clone()))?;
         registry.register(Box::new(m.queue_prompts.clone()))?;

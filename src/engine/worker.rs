@@ -214,6 +214,8 @@ impl<'m> Worker<'m> {
                 .set(self.lanes.iter().map(Lane::waiting_prompts).sum::<usize>() as i64);
             m.running_sequences
                 .set(self.lanes.iter().map(Lane::running).sum::<usize>() as i64);
+            m.kv_bytes
+                .set(self.lanes.iter().map(Lane::kv_bytes).sum::<usize>() as i64);
         }
     }
 }

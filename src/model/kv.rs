@@ -26,6 +26,16 @@ impl KvCache {
         self.len
     }
 
+    /// Bytes of the keys and values held (a tensor shared with another cache counts in
+    /// both: an upper bound on what dropping this cache frees).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0

@@ -7,7 +7,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::engine::EngineMetrics;
@@ -21,6 +22,9 @@ pub struct ServerMetrics {
     pub duration: HistogramVec,
     /// Requests refused with 429.
     pub rejected: IntCounter,
+    /// Keys/values reserved by admitted generations, and the budget (set when scraped).
+    pub kv_reserved: IntGauge,
+    pub kv_budget: IntGauge,
 }
 
 impl ServerMetrics {
@@ -50,7 +54,19 @@ impl ServerMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
+        let kv_reserved = IntGauge::new(
+            "self_judge_kv_reserved_bytes",
+            "Bytes of keys/values reserved by admitted generations",
+        )?;
+        let kv_budget = IntGauge::new(
+            "self_judge_kv_budget_bytes",
+            "Bytes of keys/values generations may reserve (--kv-budget-mb)",
+        )?;
+        registry.register(Box::new(kv_reserved.clone()))?;
+        registry.register(Box::new(kv_budget.clone()))?;
         Ok(Self {
+            kv_reserved,
+            kv_budget,
             registry,
             engine,
             requests,

@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// would exceed it is refused whole with 429.
     #[arg(long, default_value_t = 1024)]
     pub max_concurrent_requests: usize,
+    /// MiB of keys/values running generations may hold together: each request reserves
+    /// its most (n x (prompt + max_new_tokens) positions) before it starts, and one that
+    /// does not fit now is refused with 429 (413 if it never could).
+    #[arg(long, default_value_t = 4096)]
+    pub kv_budget_mb: usize,
     /// Prompt length limit in tokens (default: the config's max_length, capped by the
     /// model's context).
     #[arg(long)]
@@ -136,6 +141,7 @@ impl ServeArgs {
             max_new_tokens: self.max_new_tokens,
             max_n: self.max_n,
             max_body_bytes: self.max_body_bytes,
+            kv_budget_bytes: self.kv_budget_mb.saturating_mul(1 << 20),
         }
     }
 }

@@ -7,11 +7,20 @@ use prometheus::IntCounter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::{Result, ServiceError};
+use super::kv_budget::{KvBudget, KvReservation};
 use super::limits::Limits;
 
 use self_judge_engine::EngineHandle;
 use self_judge_judge::Judge;
 use self_judge_model::LoadedModel;
+
+/// What an admitted generation holds until it ends: its share of the concurrent work
+/// and of the keys/values budget.
+#[derive(Debug)]
+pub struct Admitted {
+    _units: OwnedSemaphorePermit,
+    _kv: KvReservation,
+}
 
 /// An adapter served next to the base model (`--adapter NAME=DIR`).
 pub struct NamedAdapter {
@@ -30,6 +39,8 @@ pub struct JudgeService {
     pub(crate) model: Arc<LoadedModel>,
     pub(crate) limits: Limits,
     admission: Arc<Semaphore>,
+    /// Keys/values of running generations.
+    kv: Arc<KvBudget>,
     /// Counts requests refused for capacity.
     rejected: IntCounter,
     /// The adapters; model `i + 1` of the engine is adapter `i`.
@@ -47,7 +58,9 @@ impl JudgeService {
         rejected: IntCounter,
     ) -> Result<Self> {
         limits.check().map_err(ServiceError::Invalid)?;
+        let kv = Arc::new(KvBudget::new(&model, limits.kv_budget_bytes)?);
         Ok(Self {
+            kv,
             admission: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
             engine,
             judge: Arc::new(judge),
@@ -119,6 +132,31 @@ impl JudgeService {
     /// The loaded model.
     pub fn model(&self) -> &LoadedModel {
         &self.model
+    }
+
+    /// The keys/values budget of generations (shared with the adapters).
+    pub fn kv_budget(&self) -> &KvBudget {
+        &self.kv
+    }
+
+    /// Admits a generation of `n` sequences from `prompt_tokens` tokens, up to
+    /// `max_new_tokens` each, with `extra` more units of work (a best-of-n's judge
+    /// prompts): its sequences and its keys/values together, or neither.
+    pub(crate) fn admit_generation(
+        &self,
+        n: usize,
+        prompt_tokens: usize,
+        max_new_tokens: usize,
+        extra: usize,
+    ) -> Result<Admitted> {
+        let units = self.admit(n + extra)?;
+        let kv = self
+            .kv
+            .reserve(n, prompt_tokens, max_new_tokens, || self.rejected.inc())?;
+        Ok(Admitted {
+            _units: units,
+            _kv: kv,
+        })
     }
 
     /// False once a forward pass has failed.

@@ -201,7 +201,8 @@ impl JudgeService {
         sampling: SamplingRequest,
     ) -> Result<Generations> {
         let spec = self.sample_spec(prompt, n, sampling).await?;
-        let _permit = self.admit(spec.n)?;
+        let _admitted =
+            self.admit_generation(spec.n, spec.prompt_ids.len(), spec.params.max_new_tokens, 0)?;
         self.run_generation(spec).await
     }
 }

@@ -217,7 +217,12 @@ impl JudgeService {
         let spec = self.sample_spec(req.prompt, Some(req.n), sampling).await?;
         let n = spec.n;
         let matches: usize = (0..req.keep).map(|j| n - j - 1).sum();
-        let _permit = self.admit(n + matches * judge.prompts_per_pair())?;
+        let _admitted = self.admit_generation(
+            n,
+            spec.prompt_ids.len(),
+            spec.params.max_new_tokens,
+            matches * judge.prompts_per_pair(),
+        )?;
         let out = self.run_generation(spec).await?;
         let contexts = [context];
         let mut left: Vec<usize> = (0..n).collect();

@@ -15,6 +15,9 @@ pub struct Limits {
     pub max_new_tokens: usize,
     pub max_n: usize,
     pub max_body_bytes: usize,
+    /// Bytes of keys/values that running generations may hold together (each is
+    /// reserved its most before it starts).
+    pub kv_budget_bytes: usize,
 }
 
 impl Limits {
@@ -28,6 +31,7 @@ impl Limits {
             ("--max-n", self.max_n),
             ("--max-body-bytes", self.max_body_bytes),
             ("--max-input-tokens", self.max_input_tokens),
+            ("--kv-budget-mb", self.kv_budget_bytes),
         ] {
             if v == 0 {
                 return Err(format!("{name} must be > 0"));

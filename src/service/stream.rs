@@ -5,10 +5,9 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::{Result, ServiceError};
-use super::facade::JudgeService;
+use super::facade::{Admitted, JudgeService};
 use super::generate::{Prompt, SamplingRequest};
 use self_judge_engine::{FinishReason, GenEvent, GenerationRequest, TokenLogprob};
 use self_judge_model::LoadedModel;
@@ -52,7 +51,7 @@ pub struct GenerationStream {
     done: bool,
     /// Tokens of the prompt, as the model saw it.
     pub prompt_tokens: usize,
-    _permit: OwnedSemaphorePermit,
+    _admitted: Admitted,
 }
 
 /// The longest prefix of `text` that is safe to send: no trailing replacement
@@ -158,7 +157,8 @@ impl JudgeService {
         sampling: SamplingRequest,
     ) -> Result<GenerationStream> {
         let spec = self.sample_spec(prompt, n, sampling).await?;
-        let permit = self.admit(spec.n)?;
+        let admitted =
+            self.admit_generation(spec.n, spec.prompt_ids.len(), spec.params.max_new_tokens, 0)?;
         let holdback = spec
             .params
             .stop
@@ -182,7 +182,7 @@ impl JudgeService {
             queued: Default::default(),
             done: false,
             prompt_tokens,
-            _permit: permit,
+            _admitted: admitted,
         })
     }
 }

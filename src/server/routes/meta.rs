@@ -45,6 +45,11 @@ pub async fn info(State(st): State<Arc<AppState>>) -> Result<Json<InfoResponse>,
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus metrics", body = String)))]
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    if let Some(ready) = st.ready.get() {
+        let kv = ready.service.kv_budget();
+        st.metrics.kv_reserved.set(kv.reserved_bytes() as i64);
+        st.metrics.kv_budget.set(kv.budget_bytes() as i64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),
