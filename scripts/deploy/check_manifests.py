@@ -98,7 +98,9 @@ def kubernetes(timeout: int) -> list[str]:
                      for p in c.get("ports", [])}
             for p in s["spec"]["ports"]:
                 check(p["targetPort"] in names, f"Service {name}: targetPort {p['targetPort']} not in {hit}")
-    replicas = deployments["self-judge"]["spec"]["replicas"]
+    hpas = by_kind.get("HorizontalPodAutoscaler", {})
+    replicas = min((h["spec"]["minReplicas"] for h in hpas.values()),
+                   default=deployments["self-judge"]["spec"].get("replicas", 1))
     for name, p in by_kind.get("PodDisruptionBudget", {}).items():
         selects(p["spec"]["selector"]["matchLabels"], f"PodDisruptionBudget {name}")
         check(p["spec"]["minAvailable"] < replicas, f"PodDisruptionBudget {name}: minAvailable blocks every drain")
