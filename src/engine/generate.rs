@@ -112,7 +112,7 @@ impl<'m> Generator<'m> {
 
     /// Bytes of keys/values the decoding sequences hold.
     pub fn kv_bytes(&self) -> usize {
-        self.active.iter().map(|s| s.cache.bytes()).sum()
+        self.active.iter().map(|s| s.cache.size_in_bytes()).sum()
     }
 
     /// Number of sequences still decoding.
@@ -147,10 +147,13 @@ impl<'m> Generator<'m> {
         let mut done = Vec::new();
         for ((r, cache), row) in reqs.iter().zip(caches).zip(logits) {
             for index in 0..r.n {
+                let mut cache = cache.clone();
+                // Every token it may generate gets a place now: decode writes in place.
+                cache.reserve((r.prompt_ids.len() + r.params.max_new_tokens).min(max_pos));
                 let mut seq = Sequence {
                     request: r.request,
                     index,
-                    cache: cache.clone(),
+                    cache,
                     sampler: Sampler::new(&r.params, index as u64),
                     params: r.params.clone(),
                     prompt_tokens: r.prompt_ids.len(),
