@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use self_judge::engine::{GenerationRequest, Generator, SamplingParams};
-use self_judge::model::{LoadOptions, LoadedModel};
+use self_judge::model::{KvCache, LoadOptions, LoadedModel, Output, PackedBatch};
 
 fn prompts(model: &LoadedModel, n: usize, target: usize) -> Vec<Vec<u32>> {
     let words = [
@@ -83,7 +83,52 @@ fn main() -> anyhow::Result<()> {
             tps / base
         );
     }
-    for n in [1, 8] {
+    // Decode with the keys/values appended by concatenation (the previous path: every
+    // step copies each layer's whole cache) vs written in place into reserved buffers,
+    // same prompts, same steps: the ratio is the in-place gain.
+    for n in [1, 8, 32] {
+        let steps = 24;
+        if std::env::var("BENCH_DECODE_ONLY")
+            .is_ok_and(|b| !b.split(',').any(|x| x == n.to_string()))
+        {
+            continue;
+        }
+        let layers = dec.cfg.num_hidden_layers;
+        let run = |reserve: bool| -> anyhow::Result<f64> {
+            let prompts: Vec<&[u32]> = ps[..n].iter().map(|p| &p[..]).collect();
+            let mut caches: Vec<KvCache> = (0..n).map(|_| KvCache::new(layers)).collect();
+            dec.forward(
+                &PackedBatch::new(&prompts)?,
+                Some(&mut caches),
+                Output::LastLogits,
+            )?;
+            if reserve {
+                for c in &mut caches {
+                    c.reserve(c.len() + steps);
+                }
+            }
+            let step = PackedBatch {
+                tokens: vec![1; n],
+                cu_seqlens: (0..=n).collect(),
+            };
+            let t = Instant::now();
+            for _ in 0..steps {
+                dec.forward(&step, Some(&mut caches), Output::LastLogits)?;
+            }
+            Ok((steps * n) as f64 / t.elapsed().as_secs_f64())
+        };
+        // Alternated, best of two each: the order of the runs does not decide.
+        let (mut cat, mut in_place) = (0f64, 0f64);
+        for _ in 0..2 {
+            cat = cat.max(run(false)?);
+            in_place = in_place.max(run(true)?);
+        }
+        println!(
+            "decode batch {n:2}, 300-token prompts: cat {cat:7.1} tok/s, in place {in_place:7.1} tok/s, ratio {:.2}",
+            in_place / cat
+        );
+    }
+    for n in [1, 8, 32] {
         let params = SamplingParams {
             temperature: 0.0,
             max_new_tokens: 32,

@@ -88,8 +88,19 @@ pub fn attend(
         .transpose(0, 1)?
         .contiguous()?
         .reshape((hkv, groups * n, d))?;
-    let kt = k.transpose(0, 1)?.contiguous()?; // [hkv, total, d]
-    let vt = v.transpose(0, 1)?.contiguous()?;
+    // [hkv, total, d]. On the CPU as strided views: its matmul reads any strides, and
+    // copying the whole cache into head-major order would cost a decode step as much
+    // as the product. cuBLAS needs dense matrices.
+    let heads_first = |x: &Tensor| -> Result<Tensor> {
+        let t = x.transpose(0, 1)?;
+        Ok(if x.device().is_cpu() {
+            t
+        } else {
+            t.contiguous()?
+        })
+    };
+    let kt = heads_first(k)?;
+    let vt = heads_first(v)?;
     let mut scores = (qg.matmul(&kt.t()?)? * scale)?; // [hkv, groups*n, total]
     if let Some(mask) = mask {
         scores = scores
@@ -272,6 +283,22 @@ pub(super) fn attend_layer(
         return super::flash::attend_varlen(q, &kf, &vf, lens, window);
     }
     let batched = ops.path != AttentionPath::PerSequence;
+    // A decode step on the CPU: every sequence has one new token; all of them in one
+    // pass over their caches (see `decode_attention`).
+    if let Some(c) = caches.as_deref_mut() {
+        let decode = !batched
+            && !ops.pass.differentiable()
+            && n_seqs > 0
+            && (0..n_seqs).all(|i| batch.seq_len(i) == 1)
+            && super::decode_attention::supported(q);
+        if decode {
+            let mut kv = Vec::with_capacity(n_seqs);
+            for (i, cache) in c.iter_mut().enumerate() {
+                kv.push(cache.append(li, &k.narrow(0, i, 1)?, &v.narrow(0, i, 1)?)?);
+            }
+            return super::decode_attention::attend_decode(q, &kv, window);
+        }
+    }
     let mut outs = Vec::with_capacity(n_seqs);
     if batched && caches.is_none() {
         // No caches: runs of equal-length sequences in one batch.

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod config_read;
+pub mod decode_attention;
 pub mod decoder;
 pub mod device;
 pub mod error;
