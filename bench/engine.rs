@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use self_judge::engine::{GenerationRequest, Generator, SamplingParams};
-use self_judge::model::{KvCache, LoadOptions, LoadedModel, Output, PackedBatch};
+use self_judge::model::{Decoder, KvCache, LoadOptions, LoadedModel, Output, PackedBatch};
 
 fn prompts(model: &LoadedModel, n: usize, target: usize) -> Vec<Vec<u32>> {
     let words = [
@@ -42,6 +42,82 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     t.elapsed().as_secs_f64() / reps as f64
 }
 
+/// Decode tokens/s of `n` sequences from 300-token prompts over 24 steps, the keys/values
+/// appended by concatenation (the previous path: every step copies each layer's whole
+/// cache) and written in place into reserved buffers; alternated, best of two each, so
+/// the order of the runs does not decide.
+fn decode_pair(dec: &Decoder, ps: &[Vec<u32>], n: usize) -> anyhow::Result<(f64, f64)> {
+    let steps = 24;
+    let layers = dec.cfg.num_hidden_layers;
+    let run = |reserve: bool| -> anyhow::Result<f64> {
+        let prompts: Vec<&[u32]> = ps[..n].iter().map(|p| &p[..]).collect();
+        let mut caches: Vec<KvCache> = (0..n).map(|_| KvCache::new(layers)).collect();
+        dec.forward(
+            &PackedBatch::new(&prompts)?,
+            Some(&mut caches),
+            Output::LastLogits,
+        )?;
+        if reserve {
+            for c in &mut caches {
+                c.reserve(c.len() + steps);
+            }
+        }
+        let step = PackedBatch {
+            tokens: vec![1; n],
+            cu_seqlens: (0..=n).collect(),
+        };
+        let t = Instant::now();
+        for _ in 0..steps {
+            dec.forward(&step, Some(&mut caches), Output::LastLogits)?;
+        }
+        Ok((steps * n) as f64 / t.elapsed().as_secs_f64())
+    };
+    let (mut cat, mut in_place) = (0f64, 0f64);
+    for _ in 0..2 {
+        cat = cat.max(run(false)?);
+        in_place = in_place.max(run(true)?);
+    }
+    Ok((cat, in_place))
+}
+
+/// The decoder's projection shapes (q, k/v, o, gate/up, down, lm_head) with 1, 8 and
+/// 32 rows: the GEMM vs `skinny::matmul_t`, alternated, best of five each.
+fn projections(dec: &Decoder) -> anyhow::Result<()> {
+    let c = &dec.cfg;
+    let (h, kv, i) = (
+        c.hidden_size,
+        c.num_key_value_heads * c.head_dim,
+        c.intermediate_size,
+    );
+    let shapes = [(h, h), (kv, h), (i, h), (h, i), (c.vocab_size, h)];
+    let dev = candle_core::Device::Cpu;
+    for m in [1usize, 2, 4, 8, 12, 16, 24, 32] {
+        let (mut gemm_s, mut skinny_s) = (0f64, 0f64);
+        for &(out, k) in &shapes {
+            let x = candle_core::Tensor::randn(0f32, 1., (m, k), &dev)?;
+            let w = candle_core::Tensor::randn(0f32, 1., (out, k), &dev)?;
+            let (mut g, mut sk) = (f64::MAX, f64::MAX);
+            for _ in 0..5 {
+                let t = Instant::now();
+                x.matmul(&w.t()?)?;
+                g = g.min(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                self_judge::model::skinny::matmul_t(&x, &w)?;
+                sk = sk.min(t.elapsed().as_secs_f64());
+            }
+            gemm_s += g;
+            skinny_s += sk;
+        }
+        println!(
+            "projections, {m:2} rows: gemm {:.2} ms, skinny {:.2} ms, ratio {:.2}",
+            gemm_s * 1e3,
+            skinny_s * 1e3,
+            gemm_s / skinny_s
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let model_path = args
@@ -66,6 +142,23 @@ fn main() -> anyhow::Result<()> {
     let ps = prompts(&model, 32, 300);
     let dec = &model.decoder;
 
+    // BENCH_DECODE_ONLY=1,8,32: only the decode comparison at these batch sizes, with a
+    // JSON line for bench/decode.
+    let decode_only = std::env::var("BENCH_DECODE_ONLY").ok();
+    if std::env::var("BENCH_PROJECTIONS").is_ok() {
+        return projections(dec);
+    }
+    if let Some(sizes) = &decode_only {
+        let mut json = Vec::new();
+        for n in sizes.split(',').map(str::parse::<usize>) {
+            let n = n?;
+            let (cat, in_place) = decode_pair(dec, &ps, n)?;
+            println!("decode batch {n:2}, 300-token prompts: cat {cat:7.1} tok/s, in place {in_place:7.1} tok/s, ratio {:.2}", in_place / cat);
+            json.push(format!("\"{n}\": {in_place:.3}"));
+        }
+        println!("{{\"decode_tokens_per_s\": {{{}}}}}", json.join(", "));
+        return Ok(());
+    }
     let one = time(2, || {
         for p in &ps[..8] {
             dec.last_logits(&[p]).unwrap();
@@ -83,46 +176,8 @@ fn main() -> anyhow::Result<()> {
             tps / base
         );
     }
-    // Decode with the keys/values appended by concatenation (the previous path: every
-    // step copies each layer's whole cache) vs written in place into reserved buffers,
-    // same prompts, same steps: the ratio is the in-place gain.
     for n in [1, 8, 32] {
-        let steps = 24;
-        if std::env::var("BENCH_DECODE_ONLY")
-            .is_ok_and(|b| !b.split(',').any(|x| x == n.to_string()))
-        {
-            continue;
-        }
-        let layers = dec.cfg.num_hidden_layers;
-        let run = |reserve: bool| -> anyhow::Result<f64> {
-            let prompts: Vec<&[u32]> = ps[..n].iter().map(|p| &p[..]).collect();
-            let mut caches: Vec<KvCache> = (0..n).map(|_| KvCache::new(layers)).collect();
-            dec.forward(
-                &PackedBatch::new(&prompts)?,
-                Some(&mut caches),
-                Output::LastLogits,
-            )?;
-            if reserve {
-                for c in &mut caches {
-                    c.reserve(c.len() + steps);
-                }
-            }
-            let step = PackedBatch {
-                tokens: vec![1; n],
-                cu_seqlens: (0..=n).collect(),
-            };
-            let t = Instant::now();
-            for _ in 0..steps {
-                dec.forward(&step, Some(&mut caches), Output::LastLogits)?;
-            }
-            Ok((steps * n) as f64 / t.elapsed().as_secs_f64())
-        };
-        // Alternated, best of two each: the order of the runs does not decide.
-        let (mut cat, mut in_place) = (0f64, 0f64);
-        for _ in 0..2 {
-            cat = cat.max(run(false)?);
-            in_place = in_place.max(run(true)?);
-        }
+        let (cat, in_place) = decode_pair(dec, &ps, n)?;
         println!(
             "decode batch {n:2}, 300-token prompts: cat {cat:7.1} tok/s, in place {in_place:7.1} tok/s, ratio {:.2}",
             in_place / cat

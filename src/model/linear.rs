@@ -122,7 +122,17 @@ impl Linear {
             }
         }
         let mut y = match &self.weight {
-            LinearWeight::Dense(w) if xs.rank() == 2 => xs.matmul(&w.t()?)?,
+            LinearWeight::Dense(w) if xs.rank() == 2 => {
+                // A decode step's few rows: read the weight once instead of packing it.
+                let skinny = match pass.differentiable() {
+                    false => super::skinny::matmul_t(xs, w)?,
+                    true => None,
+                };
+                match skinny {
+                    Some(y) => y,
+                    None => xs.matmul(&w.t()?)?,
+                }
+            }
             LinearWeight::Dense(w) => xs.broadcast_matmul(&w.t()?)?,
             LinearWeight::Quantized(q) => {
                 let dt = xs.dtype();

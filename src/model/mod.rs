@@ -22,6 +22,7 @@ pub mod loader;
 pub mod ops;
 pub mod random;
 pub mod rope;
+pub mod skinny;
 pub mod weights;
 
 pub use adapter::LoraAdapter;
