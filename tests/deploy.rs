@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{client, post, tiny_chat, Server};
+use common::{post, tiny_chat, Server};
 use serde_json::json;
 use std::collections::BTreeSet;
 
@@ -36,12 +36,7 @@ fn dashboard_and_autoscaler_metrics_are_exported() {
         &json!({"context": "User: hi", "response_a": "Hello!", "response_b": "Go away."}),
     );
     assert_eq!(status, 200, "{v}");
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = s.metrics_text();
     // Families and their kinds, from the `# TYPE` lines.
     let families: Vec<(String, String)> = text
         .lines()

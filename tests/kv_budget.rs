@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{client, post, tiny_chat, Server};
+use common::{post, tiny_chat, Server};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,12 +15,7 @@ const BYTES_PER_TOKEN: f64 = 256.0;
 const BUDGET: f64 = (1 << 20) as f64;
 
 fn metrics(s: &Server) -> (f64, f64, f64) {
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = s.metrics_text();
     let get = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())

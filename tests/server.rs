@@ -139,12 +139,7 @@ fn endpoints_answer_and_match_their_schemas() {
     assert_eq!(chat["properties"]["model"]["enum"], json!(["tiny-chat"]));
     let common = &spec["components"]["schemas"]["CommonParams"]["properties"];
     assert_eq!(common["n"]["maximum"], 16);
-    let metrics = client()
-        .get(s.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = s.metrics_text();
     assert!(metrics.contains("self_judge_batch_size_bucket"));
     assert_eq!(s.stop().code(), Some(0));
 }

@@ -12,6 +12,7 @@
 use candle_core::{DType, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::skinny::dot;
 use super::{ModelError, Result};
 
 /// True when [`attend_decode`] can run these tensors: f32 on the CPU.
@@ -98,24 +99,6 @@ fn cpu_rows(s: &Storage, start: usize, n: usize) -> Result<&[f32]> {
         Storage::Cpu(c) => Ok(&c.as_slice::<f32>()?[start..start + n]),
         _ => Err(ModelError::Input("decode attention runs on the CPU".into())),
     }
-}
-
-/// Dot product with eight partial sums, so the loop vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ fn row_times_x(w: &[f32], x: &[f32], k: usize, y: &mut [f32]) {
 }
 
 /// Dot product with eight partial sums, so the loop vectorises.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca

@@ -172,13 +172,20 @@ impl Server {
         status
     }
 
-    /// A metric's value (sum of all its label sets) from `/metrics`.
-    pub fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::blocking::get(self.url("/metrics"))
+    /// The `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
             .unwrap()
             .text()
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// A metric's value (sum of all its label sets) from `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .lines()
             .filter(|l| !l.starts_with('#'))
             .filter(|l| l.split(['{', ' ']).next() == Some(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
