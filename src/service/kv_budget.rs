@@ -4,7 +4,6 @@
 //! need no reservation: their keys/values live in the prefix cache (bounded by
 //! `--prefix-cache-mb`) and in the one batch being computed (`--max-batch-tokens`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -20,25 +19,15 @@ const UNIT: usize = 1024;
 #[derive(Debug)]
 pub struct KvBudget {
     permits: Arc<Semaphore>,
+    /// The budget in units (what the semaphore started with).
+    units: usize,
     budget_bytes: usize,
     bytes_per_token: usize,
     max_positions: usize,
-    reserved: Arc<AtomicUsize>,
 }
 
 /// Memory reserved for one generation request; released when dropped.
-#[derive(Debug)]
-pub struct KvReservation {
-    _permit: OwnedSemaphorePermit,
-    bytes: usize,
-    reserved: Arc<AtomicUsize>,
-}
-
-impl Drop for KvReservation {
-    fn drop(&mut self) {
-        self.reserved.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
+pub type KvReservation = OwnedSemaphorePermit;
 
 impl KvBudget {
     /// A budget of `budget_bytes` for `model`'s keys/values (refused when it is under
@@ -59,10 +48,10 @@ impl KvBudget {
         }
         Ok(Self {
             permits: Arc::new(Semaphore::new(units)),
+            units,
             budget_bytes,
             bytes_per_token,
             max_positions: model.decoder.max_positions(),
-            reserved: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -73,7 +62,7 @@ impl KvBudget {
 
     /// Bytes reserved by the generations running now.
     pub fn reserved_bytes(&self) -> usize {
-        self.reserved.load(Ordering::Relaxed)
+        (self.units - self.permits.available_permits()) * UNIT
     }
 
     /// The most a generation of `n` sequences from `prompt_tokens` tokens, each up to
@@ -94,8 +83,9 @@ impl KvBudget {
         on_refused: impl FnOnce(),
     ) -> Result<KvReservation> {
         let bytes = self.bytes_for(n, prompt_tokens, max_new_tokens);
+        let units = bytes.div_ceil(UNIT).max(1);
         let mib = |b: usize| b.div_ceil(1 << 20);
-        if bytes > self.budget_bytes {
+        if units > self.units {
             return Err(ServiceError::TooLarge(format!(
                 "{n} sequences of up to {} tokens need {} MiB of keys/values but the budget is {} MiB (--kv-budget-mb); ask for fewer or shorter",
                 (prompt_tokens + max_new_tokens).min(self.max_positions),
@@ -103,24 +93,16 @@ impl KvBudget {
                 mib(self.budget_bytes)
             )));
         }
-        let units = bytes.div_ceil(UNIT).max(1) as u32;
-        let permit = self
-            .permits
+        // At most `self.units`, which fits a u32 (checked in `new`).
+        self.permits
             .clone()
-            .try_acquire_many_owned(units)
+            .try_acquire_many_owned(units as u32)
             .map_err(|_| {
                 on_refused();
                 ServiceError::Overloaded(format!(
                     "running generations hold the keys/values budget ({} MiB, --kv-budget-mb); retry later",
                     mib(self.budget_bytes)
                 ))
-            })?;
-        let bytes = units as usize * UNIT;
-        self.reserved.fetch_add(bytes, Ordering::Relaxed);
-        Ok(KvReservation {
-            _permit: permit,
-            bytes,
-            reserved: self.reserved.clone(),
-        })
+            })
     }
 }
