@@ -8,6 +8,10 @@ scripts/fetch-smollm2.sh >/dev/null
 # The official client libraries tests/clients.rs drives the server with.
 SELF_JUDGE_CLIENT_PYTHON="$(scripts/client-venv.sh)"
 export SELF_JUDGE_CLIENT_PYTHON
+# torch + transformers + PEFT, which load the checkpoints `training jsft` writes
+# (training/tests/transformers_parity.rs).
+SELF_JUDGE_TORCH_PYTHON="$(scripts/torch-venv.sh)"
+export SELF_JUDGE_TORCH_PYTHON
 # The layering: no import cycle between our files or top-level modules.
 python3 scripts/check_cycles.py --self-test
 python3 scripts/check_cycles.py
