@@ -130,6 +130,19 @@ impl Decoder {
         d
     }
 
+    /// Runs every projection (the LM head included) in `dtype`, with f32 everything
+    /// else: norms, rotary, attention, log-probabilities (HF's `bf16: true`, autocast,
+    /// for the matrix products that carry almost all the work); `None` turns it off.
+    /// Trained f32 weights stay the master copy: the casts are part of the graph.
+    pub fn set_compute_dtype(&mut self, dtype: Option<DType>) {
+        for layer in &mut self.layers {
+            for (_, p) in layer.projections_named_mut() {
+                p.compute = dtype;
+            }
+        }
+        self.lm_head.compute = dtype;
+    }
+
     /// Turns gradient checkpointing of training passes on (with the store the trainer
     /// merges weight gradients from after each backward) or off. Passes with caches and
     /// decoders with nothing trainable run as before.

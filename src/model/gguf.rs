@@ -14,7 +14,7 @@ use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{ModelConfig, RopeScaling};
-use super::linear::{Linear, LinearWeight};
+use super::linear::Linear;
 use super::weights::{check_shape, WeightSource};
 use super::{ModelError, Result};
 
@@ -291,14 +291,10 @@ impl WeightSource for GgufSource {
         }
         let q = self.load_q(&format!("{prefix}.weight"), &[out, inp])?;
         if self.quantized {
-            Ok(Linear {
-                weight: LinearWeight::Quantized(QMatMul::from_qtensor(qtensor_to(
-                    q,
-                    &self.device,
-                )?)?),
-                bias: None,
-                lora: None,
-            })
+            Ok(Linear::quantized(QMatMul::from_qtensor(qtensor_to(
+                q,
+                &self.device,
+            )?)?))
         } else {
             Ok(Linear::dense(
                 q.dequantize(&self.device)?.to_dtype(self.dtype)?,
@@ -309,19 +305,13 @@ impl WeightSource for GgufSource {
 
     fn tied_lm_head(&mut self, embed: &Tensor) -> Result<Linear> {
         match (&self.embed_q, self.quantized) {
-            (Some(q), true) if self.device.is_cpu() => Ok(Linear {
-                weight: LinearWeight::Quantized(QMatMul::from_arc(q.clone())?),
-                bias: None,
-                lora: None,
-            }),
-            (Some(q), true) => Ok(Linear {
-                weight: LinearWeight::Quantized(QMatMul::from_qtensor(qtensor_copy(
-                    q,
-                    &self.device,
-                )?)?),
-                bias: None,
-                lora: None,
-            }),
+            (Some(q), true) if self.device.is_cpu() => {
+                Ok(Linear::quantized(QMatMul::from_arc(q.clone())?))
+            }
+            (Some(q), true) => Ok(Linear::quantized(QMatMul::from_qtensor(qtensor_copy(
+                q,
+                &self.device,
+            )?)?)),
             _ => Ok(Linear::dense(embed.clone(), None)),
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use rayon::prelude::*;
 
 use super::autograd::{self, DropoutMask};
@@ -96,6 +96,12 @@ pub struct Linear {
     pub weight: LinearWeight,
     pub bias: Option<Tensor>,
     pub lora: Option<Lora>,
+    /// Mixed precision (HF's `bf16: true`, i.e. autocast): the product runs in this
+    /// dtype, with the input, the weight, the bias and the adapter cast to it, and the
+    /// output cast back to the input's dtype. The casts are differentiable, so trained
+    /// f32 weights (the master copy) get f32 gradients. `None`: the input's dtype.
+    /// Quantized weights ignore it (their kernels take and give f32).
+    pub compute: Option<DType>,
 }
 
 impl Linear {
@@ -105,6 +111,17 @@ impl Linear {
             weight: LinearWeight::Dense(weight),
             bias,
             lora: None,
+            compute: None,
+        }
+    }
+
+    /// A projection over a quantized weight.
+    pub fn quantized(weight: QMatMul) -> Self {
+        Self {
+            weight: LinearWeight::Quantized(weight),
+            bias: None,
+            lora: None,
+            compute: None,
         }
     }
 
@@ -116,6 +133,11 @@ impl Linear {
     /// Applies the projection in `pass`: LoRA dropout only in a training pass that
     /// asks for it.
     pub fn forward_t(&self, xs: &Tensor, pass: Pass) -> Result<Tensor> {
+        let dense = matches!(self.weight, LinearWeight::Dense(_));
+        if let Some(dt) = self.compute.filter(|&dt| dense && dt != xs.dtype()) {
+            let y = self.cast(dt)?.forward_t(&xs.to_dtype(dt)?, pass)?;
+            return Ok(y.to_dtype(xs.dtype())?);
+        }
         if let (LinearWeight::Dense(w), true) = (&self.weight, pass.differentiable()) {
             if !w.track_op() {
                 return self.frozen(xs, w, pass);
@@ -162,6 +184,29 @@ impl Linear {
 }
 
 impl Linear {
+    /// This projection with its dense weight, bias and adapter in `dt` (casts that keep
+    /// the graph, and no copy of what already is `dt`), computing in its input's dtype.
+    fn cast(&self, dt: DType) -> Result<Self> {
+        let weight = match &self.weight {
+            LinearWeight::Dense(w) => LinearWeight::Dense(w.to_dtype(dt)?),
+            LinearWeight::Quantized(q) => LinearWeight::Quantized(q.clone()),
+        };
+        let lora = match &self.lora {
+            Some(l) => Some(Lora {
+                a: l.a.to_dtype(dt)?,
+                b: l.b.to_dtype(dt)?,
+                ..l.clone()
+            }),
+            None => None,
+        };
+        Ok(Self {
+            weight,
+            bias: self.bias.as_ref().map(|b| b.to_dtype(dt)).transpose()?,
+            lora,
+            compute: None,
+        })
+    }
+
     /// Whether the weight, bias or adapter is trained.
     pub fn has_trainable(&self) -> bool {
         let dense = matches!(&self.weight, LinearWeight::Dense(w) if w.track_op());
@@ -191,7 +236,103 @@ impl Linear {
 
 #[cfg(test)]
 mod tests {
-    use super::dropout_mask;
+    use super::*;
+    use crate::random::seeded_randn;
+    use candle_core::{Device, Var};
+
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    }
+
+    /// `compute: Some(BF16)` is autocast: the product of the bf16-rounded input and
+    /// weight (plus the bf16 bias), returned in f32, and an f32 gradient for the f32
+    /// master weight; the LoRA path too, over a frozen bf16 weight.
+    #[test]
+    fn bf16_compute_is_autocast_over_f32_masters() {
+        let dev = Device::Cpu;
+        let bf = DType::BF16;
+        let x = seeded_randn(1, 0.0, 1.0, (3, 16), &dev).unwrap();
+        let w = Var::from_tensor(&seeded_randn(2, 0.0, 0.5, (8, 16), &dev).unwrap()).unwrap();
+        let b = seeded_randn(3, 0.0, 0.5, 8, &dev).unwrap();
+        let mut lin = Linear::dense(w.as_tensor().clone(), Some(b.clone()));
+        lin.compute = Some(bf);
+        let y = lin.forward_t(&x, Pass::TRAIN).unwrap();
+        assert_eq!(y.dtype(), DType::F32);
+        let want = x
+            .to_dtype(bf)
+            .unwrap()
+            .matmul(&w.as_tensor().to_dtype(bf).unwrap().t().unwrap())
+            .unwrap()
+            .broadcast_add(&b.to_dtype(bf).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        assert_eq!(max_abs(&(&y - &want).unwrap()), 0.0, "the bf16 product");
+        let f32_y = x
+            .matmul(&w.as_tensor().t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        let rounding = max_abs(&(&y - &f32_y).unwrap());
+        assert!(
+            rounding > 0.0 && rounding < 0.05 * max_abs(&f32_y),
+            "{rounding}"
+        );
+        let g = y.sum_all().unwrap().backward().unwrap();
+        let gw = g.get(w.as_tensor()).expect("the master weight's gradient");
+        assert_eq!(gw.dtype(), DType::F32);
+        // d sum(x Wᵀ) / dW = column sums of x, taken over the bf16 input.
+        let want_gw = x
+            .to_dtype(bf)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .sum_keepdim(0)
+            .unwrap()
+            .broadcast_as((8, 16))
+            .unwrap();
+        let err = max_abs(&(gw - &want_gw).unwrap());
+        assert!(
+            err <= 0.01 * max_abs(&want_gw),
+            "weight gradient off by {err}"
+        );
+
+        // Frozen bf16 weight with an f32 adapter: the adapter gets f32 gradients.
+        let a = Var::from_tensor(&seeded_randn(4, 0.0, 0.3, (2, 16), &dev).unwrap()).unwrap();
+        let bb = Var::from_tensor(&seeded_randn(5, 0.0, 0.3, (8, 2), &dev).unwrap()).unwrap();
+        let frozen = w.as_tensor().detach().to_dtype(bf).unwrap();
+        let mut lora = Linear::dense(frozen.clone(), None);
+        lora.compute = Some(bf);
+        lora.lora = Some(Lora {
+            a: a.as_tensor().clone(),
+            b: bb.as_tensor().clone(),
+            scale: 2.0,
+            dropout: None,
+        });
+        let y = lora.forward_t(&x, Pass::TRAIN).unwrap();
+        assert_eq!(y.dtype(), DType::F32);
+        let xb = x.to_dtype(bf).unwrap();
+        let low = xb
+            .matmul(&a.as_tensor().to_dtype(bf).unwrap().t().unwrap())
+            .unwrap()
+            .matmul(&bb.as_tensor().to_dtype(bf).unwrap().t().unwrap())
+            .unwrap();
+        let want = (xb.matmul(&frozen.t().unwrap()).unwrap() + (low * 2.0).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let err = max_abs(&(&y - &want).unwrap());
+        assert!(err <= 0.01 * max_abs(&want), "LoRA output off by {err}");
+        let g = y.sum_all().unwrap().backward().unwrap();
+        for v in [&a, &bb] {
+            let gv = g.get(v.as_tensor()).expect("adapter gradient");
+            assert_eq!(gv.dtype(), DType::F32);
+            assert!(max_abs(gv) > 0.0);
+        }
+        // Without compute the same bf16 weight would need a bf16 input.
+        lora.compute = None;
+        assert!(lora.forward_t(&x, Pass::TRAIN).is_err());
+    }
 
     #[test]
     fn dropout_masks_are_reproducible_and_drop_p() {

@@ -75,6 +75,10 @@ pub fn run(config: &Path, opts: &RunOptions) -> anyhow::Result<()> {
     let mut model = TrainModel::load_with(&cfg.model_path, lora, None, &opts.device)
         .with_context(|| format!("loading {}", cfg.model_path.display()))?;
     model.set_gradient_checkpointing(cfg.training.gradient_checkpointing);
+    if cfg.training.bf16 {
+        model.use_bf16_compute()?;
+        eprintln!("bf16: projections compute in bf16; trained weights and AdamW moments stay f32");
+    }
     let (chat_src, chat) = chat_template(&judge_cfg, &model)?;
     let max_length = clamp_max_length(cfg.max_length, &model);
     let builder = JsftBuilder::new(

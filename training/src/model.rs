@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use self_judge_model::adapter::{LoraAdapter, MergedSource};
 use self_judge_model::checkpoint::GradientCheckpointing;
 use self_judge_model::gguf::GgufFile;
+use self_judge_model::linear::LinearWeight;
 use self_judge_model::weights::{SafetensorsSource, WeightSource};
 use self_judge_model::{Decoder, ModelConfig};
 use self_judge_tokenizer::TextTokenizer;
@@ -187,6 +188,40 @@ impl TrainModel {
             .set_gradient_checkpointing(self.checkpointing.clone());
     }
 
+    /// HF's `bf16: true`: every projection computes in bf16 (inputs, weights and
+    /// adapters cast to it, outputs back to f32) while norms, rotary, attention and the
+    /// loss stay f32; the trained variables stay f32 (the master weights, and so the
+    /// AdamW moments), their gradients arriving through the casts. Under LoRA the frozen
+    /// projection weights are then kept in bf16 only (half their memory). Call once,
+    /// after loading.
+    pub fn use_bf16_compute(&mut self) -> anyhow::Result<()> {
+        let frozen_bf16 = self.lora.is_some();
+        let mut converted = HashMap::new();
+        for (i, layer) in self.decoder.layers.iter_mut().enumerate() {
+            for (path, p) in layer.projections_named_mut() {
+                if let (true, LinearWeight::Dense(w)) = (frozen_bf16, &p.weight) {
+                    if !w.track_op() {
+                        let w = w.to_dtype(DType::BF16)?;
+                        converted.insert(format!("model.layers.{i}.{path}.weight"), w.clone());
+                        p.weight = LinearWeight::Dense(w);
+                    }
+                }
+            }
+        }
+        for (name, t) in &mut self.base {
+            if let Some(w) = converted.remove(name) {
+                *t = w;
+            }
+        }
+        anyhow::ensure!(
+            converted.is_empty(),
+            "projection weights missing from the base list: {:?}",
+            converted.keys().collect::<Vec<_>>()
+        );
+        self.decoder.set_compute_dtype(Some(DType::BF16));
+        Ok(())
+    }
+
     /// `loss.backward()` plus the weight gradients that checkpointed layers computed in
     /// their recomputation: the gradients of every trainable variable. Every training
     /// backward goes through here.
@@ -204,8 +239,8 @@ impl TrainModel {
         let base: HashMap<String, Tensor> = self
             .base
             .iter()
-            .map(|(n, t)| (n.clone(), t.detach()))
-            .collect();
+            .map(|(n, t)| Ok((n.clone(), t.detach().to_dtype(DType::F32)?)))
+            .collect::<candle_core::Result<_>>()?;
         match &self.lora {
             None => Ok(base),
             Some(a) => a.merge(&base),

@@ -17,7 +17,6 @@ use self_judge_model::config_read::read;
 /// Keys accepted for compatibility and ignored (with a warning).
 const IGNORED: &[&str] = &[
     "training_args.remove_unused_columns",
-    "training_args.bf16",
     "training_args.fp16",
     "training_args.deepspeed",
     "training_args.run_name",
@@ -56,6 +55,9 @@ pub struct TrainingArgs {
     /// `gradient_checkpointing`: keep only each layer's input in a training forward
     /// and recompute the layer in the backward (less memory, about one more forward).
     pub gradient_checkpointing: bool,
+    /// `bf16`: mixed precision as in HF (autocast): projections compute in bf16,
+    /// trained weights and optimizer moments stay f32 ([`crate::model::TrainModel::use_bf16_compute`]).
+    pub bf16: bool,
 }
 
 impl TrainingArgs {
@@ -256,6 +258,7 @@ impl TrainConfig {
             eval_strategy: ta.eval_strategy,
             tensorboard_dir,
             gradient_checkpointing: ta.gradient_checkpointing.unwrap_or(false),
+            bf16: ta.bf16.unwrap_or(false),
         };
         anyhow::ensure!(
             matches!(

@@ -50,6 +50,8 @@ pub struct RawTrainingArgs {
     pub logging_dir: Option<PathBuf>,
     /// Recompute each decoder layer in the backward instead of keeping its activations.
     pub gradient_checkpointing: Option<bool>,
+    /// Mixed precision: bf16 compute, f32 master weights.
+    pub bf16: Option<bool>,
 }
 
 /// `jsft_args`.

@@ -71,6 +71,9 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
     let mut model = TrainModel::load_with(&cfg.model_path, spec, adapter.as_ref(), &opts.device)
         .with_context(|| format!("loading {}", cfg.model_path.display()))?;
     model.set_gradient_checkpointing(cfg.training.gradient_checkpointing);
+    if cfg.training.bf16 {
+        model.use_bf16_compute()?;
+    }
     args.max_length = crate::jsft::clamp_max_length(args.max_length, &model);
     anyhow::ensure!(
         args.max_new_tokens < args.max_length,
@@ -81,12 +84,14 @@ pub fn run(config: &Path, opts: &RunOptions, pairs_log: Option<&Path>) -> anyhow
     // Without LoRA the reference is a frozen copy of the initial policy.
     let reference = match model.lora {
         Some(_) => None,
-        None => Some(TrainModel::load_with(
-            &cfg.model_path,
-            None,
-            adapter.as_ref(),
-            &opts.device,
-        )?),
+        None => {
+            let mut r =
+                TrainModel::load_with(&cfg.model_path, None, adapter.as_ref(), &opts.device)?;
+            if cfg.training.bf16 {
+                r.use_bf16_compute()?;
+            }
+            Some(r)
+        }
     };
     let (chat_src, chat) = chat_template(&judge_cfg, &model)?;
     let op = OnPolicy::new(
