@@ -42,14 +42,19 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     t.elapsed().as_secs_f64() / reps as f64
 }
 
-/// Decode tokens/s of `n` sequences from 300-token prompts over 24 steps, the keys/values
-/// appended by concatenation (the previous path: every step copies each layer's whole
-/// cache) and written in place into reserved buffers; alternated, best of two each, so
-/// the order of the runs does not decide.
-fn decode_pair(dec: &Decoder, ps: &[Vec<u32>], n: usize) -> anyhow::Result<(f64, f64)> {
+/// Decode tokens/s of `n` sequences from 300-token prompts over 24 steps through
+/// `Decoder::forward` over reserved, in-place caches (the path a generation takes), with
+/// dense weights (candle's GEMM, the previous path) and with packed weights; alternated,
+/// best of two each, so the order of the runs does not decide.
+fn decode_pair(
+    dense: &Decoder,
+    packed: &Decoder,
+    ps: &[Vec<u32>],
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
     let steps = 24;
-    let layers = dec.cfg.num_hidden_layers;
-    let run = |reserve: bool| -> anyhow::Result<f64> {
+    let run = |dec: &Decoder| -> anyhow::Result<f64> {
+        let layers = dec.cfg.num_hidden_layers;
         let prompts: Vec<&[u32]> = ps[..n].iter().map(|p| &p[..]).collect();
         let mut caches: Vec<KvCache> = (0..n).map(|_| KvCache::new(layers)).collect();
         dec.forward(
@@ -57,10 +62,8 @@ fn decode_pair(dec: &Decoder, ps: &[Vec<u32>], n: usize) -> anyhow::Result<(f64,
             Some(&mut caches),
             Output::LastLogits,
         )?;
-        if reserve {
-            for c in &mut caches {
-                c.reserve(c.len() + steps);
-            }
+        for c in &mut caches {
+            c.reserve(c.len() + steps);
         }
         let step = PackedBatch {
             tokens: vec![1; n],
@@ -72,17 +75,19 @@ fn decode_pair(dec: &Decoder, ps: &[Vec<u32>], n: usize) -> anyhow::Result<(f64,
         }
         Ok((steps * n) as f64 / t.elapsed().as_secs_f64())
     };
-    let (mut cat, mut in_place) = (0f64, 0f64);
+    let (mut d, mut p) = (0f64, 0f64);
     for _ in 0..2 {
-        cat = cat.max(run(false)?);
-        in_place = in_place.max(run(true)?);
+        d = d.max(run(dense)?);
+        p = p.max(run(packed)?);
     }
-    Ok((cat, in_place))
+    Ok((d, p))
 }
 
-/// The decoder's projection shapes (q, k/v, o, gate/up, down, lm_head) with 1, 8 and
-/// 32 rows: the GEMM vs `skinny::matmul_t`, alternated, best of five each.
+/// The decoder's projection shapes (q, k/v, o, gate/up, down, lm_head) with 1 to 2048
+/// rows: candle's GEMM (which packs the weight on every call) vs the weight packed once
+/// (`model::packed`), alternated, best of five each; GFLOP/s of each.
 fn projections(dec: &Decoder) -> anyhow::Result<()> {
+    use self_judge::model::packed::PackedWeight;
     let c = &dec.cfg;
     let (h, kv, i) = (
         c.hidden_size,
@@ -91,29 +96,48 @@ fn projections(dec: &Decoder) -> anyhow::Result<()> {
     );
     let shapes = [(h, h), (kv, h), (i, h), (h, i), (c.vocab_size, h)];
     let dev = candle_core::Device::Cpu;
-    for m in [1usize, 2, 4, 8, 12, 16, 24, 32] {
-        let (mut gemm_s, mut skinny_s) = (0f64, 0f64);
-        for &(out, k) in &shapes {
-            let x = candle_core::Tensor::randn(0f32, 1., (m, k), &dev)?;
-            let w = candle_core::Tensor::randn(0f32, 1., (out, k), &dev)?;
-            let (mut g, mut sk) = (f64::MAX, f64::MAX);
+    let weights: Vec<(candle_core::Tensor, PackedWeight)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(s, &(out, k))| {
+            let w = self_judge::model::seeded_randn(s as u64, 0.0, 1.0, (out, k), &dev)?;
+            let packed = PackedWeight::pack(&w.flatten_all()?.to_vec1::<f32>()?, out, k);
+            Ok((w, packed))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let rows: Vec<usize> = std::env::var("BENCH_ROWS")
+        .unwrap_or_else(|_| "1,2,4,8,16,32,64,128,512,2048".into())
+        .split(',')
+        .map(|r| r.parse())
+        .collect::<Result<_, _>>()?;
+    for m in rows {
+        let (mut gemm_s, mut packed_s, mut flops) = (0f64, 0f64, 0f64);
+        // The LM head only at few rows (a decode step's last positions).
+        let take = if m > 64 { 4 } else { 5 };
+        for ((w, packed), &(out, k)) in weights.iter().zip(&shapes).take(take) {
+            let x = self_judge::model::seeded_randn(7, 0.0, 1.0, (m, k), &dev)?;
+            let xs = x.flatten_all()?.to_vec1::<f32>()?;
+            let mut y = vec![0f32; m * out];
+            let (mut g, mut p) = (f64::MAX, f64::MAX);
             for _ in 0..5 {
                 let t = Instant::now();
                 x.matmul(&w.t()?)?;
                 g = g.min(t.elapsed().as_secs_f64());
                 let t = Instant::now();
-                let taken = self_judge::model::skinny::matmul_t(&x, &w)?.is_some();
-                // Row counts outside the row kernel's range run the GEMM anyway.
-                sk = sk.min(if taken { t.elapsed().as_secs_f64() } else { g });
+                packed.matmul_t(&xs, m, &mut y);
+                p = p.min(t.elapsed().as_secs_f64());
             }
             gemm_s += g;
-            skinny_s += sk;
+            packed_s += p;
+            flops += 2.0 * (m * out * k) as f64;
         }
         println!(
-            "projections, {m:2} rows: gemm {:.2} ms, skinny {:.2} ms, ratio {:.2}",
+            "projections, {m:4} rows: gemm {:8.2} ms ({:6.1} GFLOP/s), packed {:8.2} ms ({:6.1} GFLOP/s), ratio {:.2}",
             gemm_s * 1e3,
-            skinny_s * 1e3,
-            gemm_s / skinny_s
+            flops / gemm_s / 1e9,
+            packed_s * 1e3,
+            flops / packed_s / 1e9,
+            gemm_s / packed_s
         );
     }
     Ok(())
@@ -142,6 +166,8 @@ fn main() -> anyhow::Result<()> {
     );
     let ps = prompts(&model, 32, 300);
     let dec = &model.decoder;
+    let mut dense = dec.clone();
+    dense.unpack_weights()?;
 
     // BENCH_DECODE_ONLY=1,8,32: only the decode comparison at these batch sizes, with a
     // JSON line for bench/decode.
@@ -153,9 +179,9 @@ fn main() -> anyhow::Result<()> {
         let mut json = Vec::new();
         for n in sizes.split(',').map(str::parse::<usize>) {
             let n = n?;
-            let (cat, in_place) = decode_pair(dec, &ps, n)?;
-            println!("decode batch {n:2}, 300-token prompts: cat {cat:7.1} tok/s, in place {in_place:7.1} tok/s, ratio {:.2}", in_place / cat);
-            json.push(format!("\"{n}\": {in_place:.3}"));
+            let (d, p) = decode_pair(&dense, dec, &ps, n)?;
+            println!("decode batch {n:2}, 300-token prompts: dense {d:7.1} tok/s, packed {p:7.1} tok/s, ratio {:.2}", p / d);
+            json.push(format!("\"{n}\": {p:.3}"));
         }
         println!("{{\"decode_tokens_per_s\": {{{}}}}}", json.join(", "));
         return Ok(());
@@ -178,10 +204,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
     for n in [1, 8, 32] {
-        let (cat, in_place) = decode_pair(dec, &ps, n)?;
+        let (d, p) = decode_pair(&dense, dec, &ps, n)?;
         println!(
-            "decode batch {n:2}, 300-token prompts: cat {cat:7.1} tok/s, in place {in_place:7.1} tok/s, ratio {:.2}",
-            in_place / cat
+            "decode batch {n:2}, 300-token prompts: dense {d:7.1} tok/s, packed {p:7.1} tok/s, ratio {:.2}",
+            p / d
         );
     }
     for n in [1, 8, 32] {

@@ -116,8 +116,8 @@ fn load_decoder(path: &Path, dtype: DType, device: &Device) -> anyhow::Result<De
     }
     let opts = LoadOptions {
         dtype,
-        quantized: false,
         device: device.clone(),
+        ..LoadOptions::default()
     };
     Ok(LoadedModel::load(path, &opts)?.decoder)
 }
@@ -249,8 +249,8 @@ fn winners_check(
     let cpu = LoadedModel::load(model, &LoadOptions::default())?;
     let opts = LoadOptions {
         dtype: a.dtype,
-        quantized: false,
         device: a.device.clone(),
+        ..LoadOptions::default()
     };
     let mut dev = LoadedModel::load(model, &opts)?;
     if let Some(p) = a.attention {

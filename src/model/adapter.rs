@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use super::decoder::Decoder;
-use super::linear::{Linear, LinearWeight, Lora};
+use super::linear::{Linear, Lora};
 use super::weights::WeightSource;
 use super::{ModelError, Result};
 
@@ -174,17 +174,9 @@ impl LoraAdapter {
     }
 }
 
-/// `(out, in)` of a projection, dense or quantized.
+/// `(out, in)` of a projection, dense, quantized or packed.
 fn linear_dims(linear: &Linear) -> (usize, usize) {
-    let dims = match &linear.weight {
-        LinearWeight::Dense(w) => w.dims().to_vec(),
-        LinearWeight::Quantized(q) => match q {
-            candle_core::quantized::QMatMul::QTensor(t) => t.shape().dims().to_vec(),
-            candle_core::quantized::QMatMul::Tensor(t)
-            | candle_core::quantized::QMatMul::TensorF16(t) => t.dims().to_vec(),
-        },
-    };
-    (dims[0], dims[1])
+    linear.weight.dims()
 }
 
 /// A weight source that adds an adapter's deltas to the tensors they name. The loader

@@ -130,6 +130,31 @@ impl Decoder {
         d
     }
 
+    /// Packs every frozen f32 projection on the CPU, the LM head included, once for the
+    /// serving kernel of [`super::packed`] (the dense copies are released; a tied LM head
+    /// keeps the embedding). Returns how many projections it packed. Serving only: a
+    /// packed projection refuses a training pass.
+    pub fn pack_weights(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for layer in &mut self.layers {
+            for (_, p) in layer.projections_named_mut() {
+                n += usize::from(p.pack()?);
+            }
+        }
+        n += usize::from(self.lm_head.pack()?);
+        Ok(n)
+    }
+
+    /// Dense weights back in place of packed ones (the previous path, for comparisons).
+    pub fn unpack_weights(&mut self) -> Result<()> {
+        for layer in &mut self.layers {
+            for (_, p) in layer.projections_named_mut() {
+                p.unpack()?;
+            }
+        }
+        self.lm_head.unpack()
+    }
+
     /// Runs every projection (the LM head included) in `dtype`, with f32 everything
     /// else: norms, rotary, attention, log-probabilities (HF's `bf16: true`, autocast,
     /// for the matrix products that carry almost all the work); `None` turns it off.

@@ -10,7 +10,8 @@ use rayon::prelude::*;
 
 use super::autograd::{self, DropoutMask};
 use super::ops::Pass;
-use super::Result;
+use super::packed::PackedWeight;
+use super::{ModelError, Result};
 
 /// Where a projection's weight lives.
 #[derive(Debug, Clone)]
@@ -19,6 +20,29 @@ pub enum LinearWeight {
     Dense(Tensor),
     /// Quantized GGUF weight, multiplied without dequantizing.
     Quantized(QMatMul),
+    /// An f32 CPU weight packed once for the register kernel of [`super::packed`]:
+    /// serving only (it has no backward), in place of the dense copy.
+    Packed(Arc<PackedWeight>),
+}
+
+impl LinearWeight {
+    /// `(out, in)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Dense(w) => {
+                let d = w.dims();
+                (d[0], d[d.len() - 1])
+            }
+            Self::Quantized(q) => {
+                let d = match q {
+                    QMatMul::QTensor(t) => t.shape().dims().to_vec(),
+                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dims().to_vec(),
+                };
+                (d[0], d[d.len() - 1])
+            }
+            Self::Packed(p) => p.dims(),
+        }
+    }
 }
 
 /// A low-rank adapter `x · Aᵀ · Bᵀ · scale` added to a projection. The model without
@@ -90,6 +114,38 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `x Wᵀ` against a packed weight, for `x` of any rank (leading dims kept).
+fn packed_matmul_t(xs: &Tensor, w: &PackedWeight, pass: Pass) -> Result<Tensor> {
+    let (out, inp) = w.dims();
+    if pass.differentiable() {
+        return Err(ModelError::Input(
+            "a packed weight serves inference only; training needs the dense weight".into(),
+        ));
+    }
+    if !xs.device().is_cpu() || xs.dtype() != DType::F32 || xs.dims().last() != Some(&inp) {
+        return Err(ModelError::Input(format!(
+            "a packed [{out}, {inp}] f32 CPU weight cannot take a {:?} {:?} input of shape {:?}",
+            xs.device().location(),
+            xs.dtype(),
+            xs.dims()
+        )));
+    }
+    let m = xs.elem_count() / inp.max(1);
+    let mut y = vec![0f32; m * out];
+    {
+        let xs = xs.contiguous()?;
+        let (storage, layout) = xs.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            unreachable!("checked: a CPU tensor")
+        };
+        let x = &cpu.as_slice::<f32>()?[layout.start_offset()..][..m * inp];
+        w.matmul_t(x, m, &mut y);
+    }
+    let mut shape = xs.dims().to_vec();
+    *shape.last_mut().expect("rank >= 1") = out;
+    Ok(Tensor::from_vec(y, shape, xs.device())?)
+}
+
 /// `y = x Wᵀ + b (+ LoRA)`.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -144,6 +200,7 @@ impl Linear {
             }
         }
         let mut y = match &self.weight {
+            LinearWeight::Packed(p) => packed_matmul_t(xs, p, pass)?,
             LinearWeight::Dense(w) if xs.rank() == 2 => {
                 // A decode step's few rows: read the weight once instead of packing it.
                 let skinny = match pass.differentiable() {
@@ -184,12 +241,37 @@ impl Linear {
 }
 
 impl Linear {
+    /// Packs a frozen f32 dense weight on the CPU for serving (see [`super::packed`]);
+    /// other weights stay as they are. Returns whether it packed.
+    pub fn pack(&mut self) -> Result<bool> {
+        let LinearWeight::Dense(w) = &self.weight else {
+            return Ok(false);
+        };
+        if !w.device().is_cpu() || w.dtype() != DType::F32 || w.rank() != 2 || w.track_op() {
+            return Ok(false);
+        }
+        let (out, inp) = w.dims2()?;
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        self.weight = LinearWeight::Packed(Arc::new(PackedWeight::pack(&values, out, inp)));
+        Ok(true)
+    }
+
+    /// The dense weight back from a packed one (a no-op for others).
+    pub fn unpack(&mut self) -> Result<()> {
+        if let LinearWeight::Packed(p) = &self.weight {
+            let (out, inp) = p.dims();
+            let w = Tensor::from_vec(p.unpack(), (out, inp), &candle_core::Device::Cpu)?;
+            self.weight = LinearWeight::Dense(w);
+        }
+        Ok(())
+    }
+
     /// This projection with its dense weight, bias and adapter in `dt` (casts that keep
     /// the graph, and no copy of what already is `dt`), computing in its input's dtype.
     fn cast(&self, dt: DType) -> Result<Self> {
         let weight = match &self.weight {
             LinearWeight::Dense(w) => LinearWeight::Dense(w.to_dtype(dt)?),
-            LinearWeight::Quantized(q) => LinearWeight::Quantized(q.clone()),
+            other => other.clone(),
         };
         let lora = match &self.lora {
             Some(l) => Some(Lora {
@@ -210,6 +292,7 @@ impl Linear {
     /// Whether the weight, bias or adapter is trained.
     pub fn has_trainable(&self) -> bool {
         let dense = matches!(&self.weight, LinearWeight::Dense(w) if w.track_op());
+        // A packed weight is frozen (only untracked weights are packed).
         let lora = self
             .lora
             .as_ref()

@@ -31,6 +31,9 @@ pub struct LoadOptions {
     pub quantized: bool,
     /// Where weights and activations live (see [`super::parse_device`]).
     pub device: Device,
+    /// Pack f32 CPU projection weights once for the serving kernel
+    /// ([`Decoder::pack_weights`]; default true). Other devices and dtypes ignore it.
+    pub packed: bool,
 }
 
 impl Default for LoadOptions {
@@ -39,6 +42,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             quantized: false,
             device: Device::Cpu,
+            packed: true,
         }
     }
 }
@@ -57,6 +61,7 @@ impl LoadOptions {
             dtype,
             quantized,
             device,
+            packed: true,
         })
     }
 }
@@ -127,15 +132,19 @@ impl LoadedModel {
         adapter: Option<&LoraAdapter>,
         opts: &LoadOptions,
     ) -> Result<Decoder> {
-        match adapter {
-            None => Decoder::load(cfg, src, opts.dtype, &opts.device),
+        let mut d = match adapter {
+            None => Decoder::load(cfg, src, opts.dtype, &opts.device)?,
             Some(a) => {
                 let mut merged = MergedSource::new(src, a);
                 let d = Decoder::load(cfg, &mut merged, opts.dtype, &opts.device)?;
                 merged.finish()?;
-                Ok(d)
+                d
             }
+        };
+        if opts.packed {
+            d.pack_weights()?;
         }
+        Ok(d)
     }
 
     fn load_hf(dir: &Path, opts: &LoadOptions, adapter: Option<&LoraAdapter>) -> Result<Self> {

@@ -20,6 +20,7 @@ pub mod layer;
 pub mod linear;
 pub mod loader;
 pub mod ops;
+pub mod packed;
 pub mod random;
 pub mod rope;
 pub mod skinny;

@@ -81,7 +81,7 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 fn dense(w: &LinearWeight) -> &Tensor {
     match w {
         LinearWeight::Dense(w) => w,
-        LinearWeight::Quantized(_) => panic!("quantized"),
+        other => panic!("a dense weight expected, got {other:?}"),
     }
 }
 
