@@ -380,8 +380,22 @@ impl Decoder {
             .ok_or_else(|| ModelError::Config("a decoder needs at least one layer".into()))?;
         let mut x = self.embed_tokens.index_select(&ids, 0)?;
         let mut h = self.rms_norm(&x, &first.input_layernorm, pass)?;
+        // Only the last position of each sequence reaches the LM head: past the last
+        // layer's attention (which writes every position's keys/values), its output
+        // projection, MLP and the head run on those rows alone (a prefill's saving).
+        let last_rows = match output {
+            Output::LastLogits if !pass.differentiable() && t > n_seqs => {
+                Some(self.last_positions(batch)?)
+            }
+            _ => None,
+        };
+        let n_layers = self.layers.len();
         for (li, layer) in self.layers.iter().enumerate() {
-            let attn = layer.attention(li, &h, &io, &mut plan, caches.as_deref_mut())?;
+            let keep = last_rows.as_ref().filter(|_| li + 1 == n_layers);
+            let attn = layer.attention(li, &h, &io, &mut plan, caches.as_deref_mut(), keep)?;
+            if let Some(rows) = keep {
+                x = x.index_select(rows, 0)?;
+            }
             (x, h) = self.add_rms_norm(&x, &attn, &layer.post_attention_layernorm, pass)?;
             let mlp = layer.mlp(&h, &io)?;
             match self.layers.get(li + 1) {
@@ -389,18 +403,28 @@ impl Decoder {
                 None => x = (x + mlp)?,
             }
         }
+        if last_rows.is_some() {
+            // `x` holds the last rows already.
+            let h = self.rms_norm(&x, &self.norm, pass)?;
+            return Ok(self.lm_head.forward_t(&h, pass)?.to_dtype(DType::F32)?);
+        }
         self.head(&x, batch, output, pass)
+    }
+
+    /// Row index of each sequence's last token in the packed batch.
+    fn last_positions(&self, batch: &PackedBatch) -> Result<Tensor> {
+        let last: Vec<u32> = batch.cu_seqlens[1..]
+            .iter()
+            .map(|&e| e as u32 - 1)
+            .collect();
+        Ok(Tensor::from_vec(last, batch.num_seqs(), &self.device)?)
     }
 
     /// The final norm and, for logits, the LM head (only at the positions asked for).
     fn head(&self, x: &Tensor, batch: &PackedBatch, output: Output, pass: Pass) -> Result<Tensor> {
         match output {
             Output::LastLogits => {
-                let last: Vec<u32> = batch.cu_seqlens[1..]
-                    .iter()
-                    .map(|&e| e as u32 - 1)
-                    .collect();
-                let idx = Tensor::from_vec(last, batch.num_seqs(), &self.device)?;
+                let idx = self.last_positions(batch)?;
                 let h = self.rms_norm(&x.index_select(&idx, 0)?, &self.norm, pass)?;
                 Ok(self.lm_head.forward_t(&h, pass)?.to_dtype(DType::F32)?)
             }

@@ -43,7 +43,9 @@ pub(super) struct BlockInputs<'a> {
 
 impl Layer {
     /// The attention half of layer `li` on the normed input `h` (`[t, hidden]`); with
-    /// `caches`, each sequence's new keys/values are appended to its cache.
+    /// `caches`, each sequence's new keys/values are appended to its cache. With
+    /// `keep`, only those rows of the attention output go through the output projection
+    /// (the rows the caller still needs).
     pub(super) fn attention(
         &self,
         li: usize,
@@ -51,6 +53,7 @@ impl Layer {
         io: &BlockInputs,
         plan: &mut BatchPlan,
         caches: Option<&mut [KvCache]>,
+        keep: Option<&Tensor>,
     ) -> Result<Tensor> {
         let t = h.dim(0)?;
         let (hq, hkv, hd) = io.heads;
@@ -68,7 +71,10 @@ impl Layer {
             plan,
             caches,
         )?;
-        self.o_proj.forward_t(&attn, io.pass)
+        match keep {
+            Some(rows) => self.o_proj.forward_t(&attn.index_select(rows, 0)?, io.pass),
+            None => self.o_proj.forward_t(&attn, io.pass),
+        }
     }
 
     /// The MLP half on the normed input `h`: `down(silu(gate(h)) · up(h))`.
@@ -97,7 +103,7 @@ impl Layer {
         plan: &mut BatchPlan,
     ) -> Result<Tensor> {
         let h = super::autograd::rms_norm(x, &self.input_layernorm, eps)?;
-        let x = (x + self.attention(li, &h, io, plan, None)?)?;
+        let x = (x + self.attention(li, &h, io, plan, None, None)?)?;
         let h = super::autograd::rms_norm(&x, &self.post_attention_layernorm, eps)?;
         Ok((&x + self.mlp(&h, io)?)?)
     }
