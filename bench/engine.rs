@@ -52,7 +52,10 @@ fn decode_pair(
     ps: &[Vec<u32>],
     n: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    let steps = 24;
+    // BENCH_DECODE_STEPS and BENCH_PACKED_ONLY=1 (dense reported as 0): for profiling
+    // the packed decode path alone.
+    let steps: usize = std::env::var("BENCH_DECODE_STEPS").map_or(Ok(24), |s| s.parse())?;
+    let dense_too = std::env::var("BENCH_PACKED_ONLY").is_err();
     let run = |dec: &Decoder| -> anyhow::Result<f64> {
         let layers = dec.cfg.num_hidden_layers;
         let prompts: Vec<&[u32]> = ps[..n].iter().map(|p| &p[..]).collect();
@@ -77,7 +80,9 @@ fn decode_pair(
     };
     let (mut d, mut p) = (0f64, 0f64);
     for _ in 0..2 {
-        d = d.max(run(dense)?);
+        if dense_too {
+            d = d.max(run(dense)?);
+        }
         p = p.max(run(packed)?);
     }
     Ok((d, p))
