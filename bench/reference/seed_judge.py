@@ -29,6 +29,11 @@ GPU judge workload (bench/gpu/run.sh): --shape 0.5b|1.5b|tiny-qwen --tokenizer D
 (bfloat16 on a GPU, transformers' random init, sdpa) and the tokenizer and chat template
 in DIR, in place of the GGUF: the same work as `bench_judge --shape ... --tokenizer DIR`.
 
+--mode best-of-n (bench/best_of_n): for the first --contexts contexts, sample --n answers of up
+to --max-new-tokens tokens (the context as one user message in the chat template; generate with
+num_return_sequences, --gen-batch contexts per call, top_k 0, top_p 1), then the tournament
+above over each context's answers; "seconds" covers both.
+
 --mode pairs: pair i uses context i % 16 and candidates (2k, 2k+1) with k = (i // 16) % 8
 (x = candidate 2k is response "a").
 
@@ -192,6 +197,35 @@ def tournament(judge: Judge, contexts: list[str], candidates: list[list[str]], r
     return [a[0] for a in alive], judged
 
 
+@torch.inference_mode()
+def sample_candidates(model, tok, contexts: list[str], n: int, max_new: int, temperature: float, batch: int):
+    """n sampled answers of up to max_new tokens per context (one user message in the chat
+    template), `batch` contexts per generate call with num_return_sequences=n.
+    Returns (candidates per context, answer tokens before EOS, positions decoded)."""
+    eos = tok.eos_token_id
+    cands, answer_tokens, decoded = [], 0, 0
+    for i in range(0, len(contexts), batch):
+        texts = [
+            tok.apply_chat_template([{"role": "user", "content": c}], tokenize=False, add_generation_prompt=True)
+            for c in contexts[i : i + batch]
+        ]
+        enc = tok(texts, add_special_tokens=True, padding=True, return_tensors="pt").to(model.device)
+        out = model.generate(
+            **enc, do_sample=temperature > 0, temperature=temperature or None, top_k=0, top_p=1.0,
+            max_new_tokens=max_new, num_return_sequences=n, pad_token_id=tok.pad_token_id,
+        )
+        new = out[:, enc["input_ids"].shape[1] :]
+        decoded += new.numel()
+        for k in range(len(texts)):
+            group = []
+            for row in new[k * n : (k + 1) * n].tolist():
+                row = row[: row.index(eos)] if eos in row else row
+                answer_tokens += len(row)
+                group.append(tok.decode(row, skip_special_tokens=True))
+            cands.append(group)
+    return cands, answer_tokens, decoded
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -200,10 +234,14 @@ def main() -> None:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--workload", type=Path, default=DEFAULT_WORKLOAD)
     ap.add_argument("--gguf", type=Path, default=DEFAULT_GGUF)
-    ap.add_argument("--mode", choices=["tournament", "pairs"], default="tournament")
+    ap.add_argument("--mode", choices=["tournament", "pairs", "best-of-n"], default="tournament")
     ap.add_argument("--contexts", type=int, default=4)
     ap.add_argument("--candidates", type=int, default=8)
     ap.add_argument("--pairs", type=int, default=32)
+    ap.add_argument("--n", type=int, default=8, help="best-of-n: samples per context")
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="best-of-n: answer length cap")
+    ap.add_argument("--temperature", type=float, default=1.0, help="best-of-n: sampling temperature")
+    ap.add_argument("--gen-batch", type=int, default=16, help="best-of-n: contexts per generate call")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--attn", default="sdpa", help="attn_implementation (sdpa | eager)")
@@ -250,6 +288,24 @@ def main() -> None:
         winners, pairs = tournament(judge, contexts, cands, random.Random(args.seed))
         seconds = time.perf_counter() - t0
         result.update(contexts=args.contexts, candidates=args.candidates)
+    elif args.mode == "best-of-n":
+        contexts = wl["contexts"][: args.contexts]
+        judge.warm_up([(contexts[0], "up", "now")])
+        sample_candidates(model, tok, contexts[:1], 2, 2, args.temperature, 1)  # warm-up
+        t0 = time.perf_counter()
+        cands, answer_tokens, decoded = sample_candidates(
+            model, tok, contexts, args.n, args.max_new_tokens, args.temperature, args.gen_batch
+        )
+        generation_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        winners, pairs = tournament(judge, contexts, cands, random.Random(args.seed))
+        seconds = time.perf_counter() - t0
+        result.update(
+            contexts=args.contexts, n=args.n, max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature, gen_batch=args.gen_batch,
+            generation_s=round(generation_s, 4), tournament_s=round(time.perf_counter() - t1, 4),
+            generated_tokens=answer_tokens, decoded_positions=decoded,
+        )
     else:
         work = []
         for i in range(args.pairs):
@@ -283,7 +339,7 @@ def main() -> None:
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         token_ids=[judge.id_a, judge.id_b],
     )
-    if args.mode == "tournament":
+    if args.mode in ("tournament", "best-of-n"):
         result["winners"] = winners
     else:
         result["verdicts"] = [
