@@ -209,9 +209,9 @@ mod avx2 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::{group_with, Cache, Lanes};
+    use crate::decode_attention::{group_with, Cache, Lanes};
 
-    /// [`super::attend_group`] compiled for AVX2 + FMA.
+    /// [`crate::decode_attention::attend_group`] compiled for AVX2 + FMA.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn attend_group(
         q: &[f32],
@@ -296,7 +296,8 @@ fn cpu_rows(s: &Storage, start: usize, n: usize) -> Result<&[f32]> {
 mod tests {
     use super::*;
     use crate::attention::attend;
-    use crate::{seeded_randn, Pass};
+    use crate::ops::Pass;
+    use crate::random::seeded_randn;
     use candle_core::Device;
 
     #[test]
