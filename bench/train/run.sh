@@ -44,7 +44,9 @@ WORK="${WORK:-$ROOT/target/bench-train}"
 TRAINING="$ROOT/target/release/training"
 DUMP="$ROOT/target/release/examples/jsft_batches"
 
-nice -n 10 cargo build --release -q -p training --bin training --example jsft_batches
+# --workspace, as the tests build: `-p training` alone resolves features differently
+# and rebuilds candle.
+nice -n 10 cargo build --release -q --workspace --bin training --example jsft_batches
 rm -rf "$WORK" && mkdir -p "$WORK"
 # ChatML, as the SmolLM2 checkpoint and the tiny-chat tokenizer expect.
 CHAT='{% for message in messages %}{{'"'"'<|im_start|>'"'"' + message['"'"'role'"'"'] + '"'"'\n'"'"' + message['"'"'content'"'"'] + '"'"'<|im_end|>'"'"' + '"'"'\n'"'"'}}{% endfor %}{% if add_generation_prompt %}{{ '"'"'<|im_start|>assistant\n'"'"' }}{% endif %}'

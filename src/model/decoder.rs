@@ -145,6 +145,22 @@ impl Decoder {
         Ok(n)
     }
 
+    /// A serving copy of a decoder that may be in training: every projection weight
+    /// (the LM head included) detached from its graph and packed as
+    /// [`Self::pack_weights`] packs, so it computes what the server computes; `self` is
+    /// untouched. The copy holds its own packed weights.
+    pub fn packed_snapshot(&self) -> Result<Self> {
+        let mut d = self.clone();
+        for layer in &mut d.layers {
+            for (_, p) in layer.projections_named_mut() {
+                p.detach_weight();
+            }
+        }
+        d.lm_head.detach_weight();
+        d.pack_weights()?;
+        Ok(d)
+    }
+
     /// Dense weights back in place of packed ones (the previous path, for comparisons).
     pub fn unpack_weights(&mut self) -> Result<()> {
         for layer in &mut self.layers {

@@ -256,6 +256,13 @@ impl Linear {
         Ok(true)
     }
 
+    /// Detaches a dense weight from the graph it is trained in (its values stay).
+    pub fn detach_weight(&mut self) {
+        if let LinearWeight::Dense(w) = &self.weight {
+            self.weight = LinearWeight::Dense(w.detach());
+        }
+    }
+
     /// The dense weight back from a packed one (a no-op for others).
     pub fn unpack(&mut self) -> Result<()> {
         if let LinearWeight::Packed(p) = &self.weight {

@@ -428,3 +428,36 @@ fn average_log_prob_divides_each_sequence_by_its_learned_tokens() {
         "averaging changed nothing"
     );
 }
+
+#[test]
+fn the_judge_runs_a_packed_snapshot_of_a_trained_decoder() {
+    use self_judge_model::linear::LinearWeight;
+    // Full fine-tuning: every weight is a variable, which packing alone leaves dense.
+    let model = TrainModel::load(&fixture(), None).unwrap();
+    let dec = &model.decoder;
+    assert!(dec.layers[0].q_proj.has_trainable());
+    let snap = dec.packed_snapshot().unwrap();
+    let packed = |d: &self_judge_model::Decoder| {
+        d.layers
+            .iter()
+            .flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.down_proj])
+            .chain([&d.lm_head])
+            .filter(|p| matches!(p.weight, LinearWeight::Packed(_)))
+            .count()
+    };
+    assert_eq!(packed(&snap), 5 * snap.layers.len() + 1);
+    // The trained decoder keeps its dense, differentiable weights.
+    assert_eq!(packed(dec), 0);
+    assert!(dec.layers[0].q_proj.has_trainable());
+    let ids = model
+        .tokenizer
+        .encode("<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n", true)
+        .unwrap();
+    let (want, got) = (common::logits(dec, &ids), common::logits(&snap, &ids));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = common::max_diff(&want, &got);
+    assert!(
+        d <= 1e-5 * scale.max(1.0),
+        "packed snapshot logits differ by {d} (scale {scale})"
+    );
+}

@@ -45,6 +45,10 @@ pub struct OnPolicy<'a> {
     /// network without its adapters under LoRA (base weights shared, never trained).
     /// The policy is `model.decoder` itself, so sampling sees every update.
     reference: Decoder,
+    /// The reference as the judge runs it: on the CPU its frozen f32 weights packed as
+    /// the server packs them (one more copy of the weights), so that verdicts equal the
+    /// server's bit for bit and do not depend on how pairs are batched.
+    judge_decoder: Decoder,
     chat: ChatTemplate,
     pub judge: Judge,
     /// The run's settings, `max_length` limited to the model's context.
@@ -68,8 +72,9 @@ impl<'a> OnPolicy<'a> {
             Some(d) => d.clone(),
             None => model.without_adapters(),
         };
+        let judge_decoder = reference.packed_snapshot()?;
         let view = ModelView {
-            decoder: &reference,
+            decoder: &judge_decoder,
             tokenizer: &model.tokenizer,
             chat_template: Some(chat),
         };
@@ -84,6 +89,7 @@ impl<'a> OnPolicy<'a> {
         Ok(Self {
             model,
             reference,
+            judge_decoder,
             chat: chat.clone(),
             judge,
             args: args.clone(),
@@ -171,7 +177,7 @@ impl<'a> OnPolicy<'a> {
             })
             .collect();
         let scorer = DirectScorer {
-            decoder: self.reference(),
+            decoder: &self.judge_decoder,
             token_ids: self.judge.token_ids,
             max_batch_tokens: self.args.judge_batch_size * self.args.max_length,
         };
