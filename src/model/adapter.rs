@@ -127,7 +127,7 @@ impl LoraAdapter {
                 let Some(f) = self.modules.get(&name) else {
                     continue;
                 };
-                let (out, inp) = linear_dims(linear);
+                let (out, inp) = linear.weight.dims();
                 let (r, a_in) = f.a.dims2()?;
                 let (b_out, _) = f.b.dims2()?;
                 if (b_out, a_in) != (out, inp) {
@@ -172,11 +172,6 @@ impl LoraAdapter {
             ),
         ))
     }
-}
-
-/// `(out, in)` of a projection, dense, quantized or packed.
-fn linear_dims(linear: &Linear) -> (usize, usize) {
-    linear.weight.dims()
 }
 
 /// A weight source that adds an adapter's deltas to the tensors they name. The loader

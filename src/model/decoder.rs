@@ -419,11 +419,6 @@ impl Decoder {
                 None => x = (x + mlp)?,
             }
         }
-        if last_rows.is_some() {
-            // `x` holds the last rows already.
-            let h = self.rms_norm(&x, &self.norm, pass)?;
-            return Ok(self.lm_head.forward_t(&h, pass)?.to_dtype(DType::F32)?);
-        }
         self.head(&x, batch, output, pass)
     }
 
@@ -440,8 +435,14 @@ impl Decoder {
     fn head(&self, x: &Tensor, batch: &PackedBatch, output: Output, pass: Pass) -> Result<Tensor> {
         match output {
             Output::LastLogits => {
-                let idx = self.last_positions(batch)?;
-                let h = self.rms_norm(&x.index_select(&idx, 0)?, &self.norm, pass)?;
+                // One row per sequence: the last layer kept only those rows, or every
+                // sequence is one token long.
+                let x = if x.dim(0)? == batch.num_seqs() {
+                    x.clone()
+                } else {
+                    x.index_select(&self.last_positions(batch)?, 0)?
+                };
+                let h = self.rms_norm(&x, &self.norm, pass)?;
                 Ok(self.lm_head.forward_t(&h, pass)?.to_dtype(DType::F32)?)
             }
             Output::AllLogits => {

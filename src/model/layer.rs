@@ -71,10 +71,11 @@ impl Layer {
             plan,
             caches,
         )?;
-        match keep {
-            Some(rows) => self.o_proj.forward_t(&attn.index_select(rows, 0)?, io.pass),
-            None => self.o_proj.forward_t(&attn, io.pass),
-        }
+        let attn = match keep {
+            Some(rows) => attn.index_select(rows, 0)?,
+            None => attn,
+        };
+        self.o_proj.forward_t(&attn, io.pass)
     }
 
     /// The MLP half on the normed input `h`: `down(silu(gate(h)) · up(h))`.
