@@ -42,6 +42,30 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     t.elapsed().as_secs_f64() / reps as f64
 }
 
+/// Prefill tokens/s of 8 and 32 prompts of 300 tokens (last-position logits, the
+/// judge's pass) with the fused CPU loops off and on, alternated `rounds` times; best
+/// round of each, and their ratio.
+fn prefill_fused(dec: &Decoder, ps: &[Vec<u32>], rounds: usize) -> anyhow::Result<()> {
+    let mut off = dec.clone();
+    off.set_fused_kernels(false);
+    for n in [8, 32] {
+        let (mut best_off, mut best_on) = (0f64, 0f64);
+        for _ in 0..rounds.max(1) {
+            for (d, best) in [(&off, &mut best_off), (dec, &mut best_on)] {
+                let s = time(1, || {
+                    d.last_logits(&ps[..n]).unwrap();
+                });
+                *best = best.max((300 * n) as f64 / s);
+            }
+        }
+        println!(
+            "prefill {n:2} x 300: candle ops {best_off:7.1} tok/s, fused loops {best_on:7.1} tok/s, ratio {:.2}",
+            best_on / best_off
+        );
+    }
+    Ok(())
+}
+
 /// Decode tokens/s of `n` sequences from 300-token prompts over 24 steps through
 /// `Decoder::forward` over reserved, in-place caches (the path a generation takes), with
 /// dense weights (candle's GEMM, the previous path) and with packed weights; alternated,
@@ -179,6 +203,11 @@ fn main() -> anyhow::Result<()> {
     let decode_only = std::env::var("BENCH_DECODE_ONLY").ok();
     if std::env::var("BENCH_PROJECTIONS").is_ok() {
         return projections(dec);
+    }
+    // BENCH_PREFILL_FUSED=ROUNDS: prefill of 8 and 32 x 300 tokens with the fused CPU
+    // loops off (candle's ops, the previous path) and on, alternated, best round each.
+    if let Ok(rounds) = std::env::var("BENCH_PREFILL_FUSED") {
+        return prefill_fused(dec, &ps, rounds.parse()?);
     }
     if let Some(sizes) = &decode_only {
         let mut json = Vec::new();

@@ -124,6 +124,43 @@ pub fn attend(
         .reshape((n, hq * d))?)
 }
 
+/// [`attend`] for inference with the scale, causal mask and softmax in one pass over
+/// the scores ([`super::fused::causal_softmax`]), `past` cached tokens before `q`'s and
+/// an optional sliding `window`: no mask tensor, no scaled or masked copy of the scores.
+pub fn attend_fused(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    (past, window): (usize, Option<usize>),
+) -> Result<Tensor> {
+    let (n, hq, d) = q.dims3()?;
+    let (total, hkv, _) = k.dims3()?;
+    let groups = hq / hkv;
+    let scale = 1.0 / (d as f64).sqrt();
+    let qg = q
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((hkv, groups * n, d))?;
+    // Strided views on the CPU, as in `attend`.
+    let heads_first = |x: &Tensor| -> Result<Tensor> {
+        let t = x.transpose(0, 1)?;
+        Ok(if x.device().is_cpu() {
+            t
+        } else {
+            t.contiguous()?
+        })
+    };
+    let (kt, vt) = (heads_first(k)?, heads_first(v)?);
+    let scores = qg.matmul(&kt.t()?)?.reshape((hkv, groups, n, total))?;
+    let probs = super::fused::causal_softmax(&scores, past, window, scale)?;
+    let out = probs.reshape((hkv, groups * n, total))?.matmul(&vt)?;
+    Ok(out
+        .reshape((hq, n, d))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((n, hq * d))?)
+}
+
 /// The accelerator path: `b` sequences of equal shape at once, `q` `[b, n, hq, d]`
 /// over `k`, `v` `[b, past + n, hkv, d]`, every sequence under the causal mask of `n`
 /// new tokens after `past` cached ones (and `window`); one batched product per step
@@ -329,10 +366,15 @@ pub(super) fn attend_layer(
                 None => (ki, vi),
             };
             outs.push(if !batched {
-                let mask = plan.masks.get(n, plan.past[i], window)?;
-                if ops.pass.differentiable() {
+                let fused =
+                    ops.fused && !ops.pass.differentiable() && super::fused::supported(qi.dtype());
+                if fused {
+                    attend_fused(&qi, &kf, &vf, (plan.past[i], window))?
+                } else if ops.pass.differentiable() {
+                    let mask = plan.masks.get(n, plan.past[i], window)?;
                     super::autograd::attention(&qi, &kf, &vf, mask.as_ref())?
                 } else {
+                    let mask = plan.masks.get(n, plan.past[i], window)?;
                     attend(&qi, &kf, &vf, mask.as_ref(), ops.pass)?
                 }
             } else {

@@ -210,11 +210,10 @@ impl Decoder {
         self.attention
     }
 
-    /// Whether inference uses the fused ops of [`super::fused`] (the default): on the
-    /// batched attention path (any device) the head transposes and one pass of scale,
-    /// causal mask and f32 softmax; on an accelerator also SiLU·up and residual add with
-    /// RMSNorm. Off, the same math runs as candle's separate ops (for comparison in the
-    /// benchmarks).
+    /// Whether inference uses the fused ops of [`super::fused`] (the default): one pass
+    /// of scale, causal mask and f32 softmax in attention (and on the batched path the
+    /// head transposes), SiLU·up, and the residual add with RMSNorm, on any device. Off,
+    /// the same math runs as candle's separate ops (for comparison in the benchmarks).
     pub fn set_fused_kernels(&mut self, on: bool) {
         self.fused_kernels = on;
     }
@@ -260,13 +259,12 @@ impl Decoder {
         Ok((r, h))
     }
 
-    /// Whether the fused kernels run: inference on an accelerator in a float dtype
-    /// (on the CPU candle's own multi-threaded ops are faster than one loop).
+    /// Whether the fused kernels run: inference in a float dtype, on an accelerator
+    /// (one kernel each) or on the CPU (rayon loops on the pool the packed projections
+    /// use: one pass instead of candle's two or three, and no second thread pool to
+    /// wait on).
     fn fused_on_device(&self, pass: Pass) -> bool {
-        !pass.differentiable()
-            && self.fused_kernels
-            && !self.device.is_cpu()
-            && super::fused::supported(self.dtype)
+        !pass.differentiable() && self.fused_kernels && super::fused::supported(self.dtype)
     }
 
     /// Checks a batch (and its caches) and returns each sequence's cached length and

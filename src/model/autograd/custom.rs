@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape};
-use candle_core::{Storage, Tensor};
+use candle_core::{Storage, StorageRef, Tensor};
 
 /// The backward of an op of one input: the gradient of `x` given the output `y` and
 /// the output's gradient `gy` (`None` when `x` needs none).
@@ -257,11 +257,37 @@ pub(crate) fn attach3(
     a.apply_op3(b, c, Ahead::new(y, bwd))
 }
 
+/// The f32 elements of a contiguous CPU tensor, read in place: the tensor's storage
+/// stays read-locked while the view lives (the backward loops read logits and
+/// activations of hundreds of megabytes; a copy of each would cost its pages too).
+pub(crate) struct F32View<'a> {
+    guard: StorageRef<'a>,
+    span: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for F32View<'_> {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match &*self.guard {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.span.clone()],
+            // `cpu_f32` only builds views of f32 CPU storage, and the lock keeps it so.
+            _ => &[],
+        }
+    }
+}
+
 /// The f32 elements of a tensor on the CPU, row-major, for the CPU backward loops;
-/// `None` on another device or dtype (the tensor-op form runs there).
-pub(crate) fn cpu_f32(t: &Tensor) -> candle_core::Result<Option<Vec<f32>>> {
+/// `None` on another device or dtype, or for a strided layout (the tensor-op form runs
+/// there).
+pub(crate) fn cpu_f32(t: &Tensor) -> candle_core::Result<Option<F32View<'_>>> {
     if !t.device().is_cpu() || t.dtype() != candle_core::DType::F32 {
         return Ok(None);
     }
-    Ok(Some(t.flatten_all()?.to_vec1::<f32>()?))
+    let (guard, layout) = t.storage_and_layout();
+    let span = match (layout.contiguous_offsets(), &*guard) {
+        (Some((a, b)), Storage::Cpu(CpuStorage::F32(v))) if b <= v.len() => a..b,
+        _ => return Ok(None),
+    };
+    Ok(Some(F32View { guard, span }))
 }

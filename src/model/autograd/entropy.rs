@@ -17,7 +17,7 @@ pub fn target_log_probs(logits: &Tensor, targets: &[u32]) -> candle_core::Result
         candle_core::bail!("target {bad} is outside the vocabulary of {vocab}");
     }
     let idx = Tensor::from_slice(targets, (n, 1), logits.device())?;
-    let x = logits.detach().to_dtype(DType::F32)?;
+    let x = logits.detach().to_dtype(DType::F32)?.contiguous()?;
     let y = match cpu_f32(&x)? {
         Some(v) => Tensor::from_vec(log_probs_cpu(&v, vocab, targets), n, x.device())?,
         None => {
@@ -61,7 +61,8 @@ impl Backward1 for TargetBwd {
         y: &Tensor,
         gy: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let x = logits.to_dtype(DType::F32)?;
+        let x = logits.to_dtype(DType::F32)?.contiguous()?;
+        let (y, gy) = (&y.contiguous()?, &gy.contiguous()?);
         let dx = match (cpu_f32(&x)?, cpu_f32(y)?, cpu_f32(gy)?) {
             (Some(xs), Some(ys), Some(gs)) => {
                 let targets: Vec<u32> = self.idx.flatten_all()?.to_vec1()?;

@@ -29,6 +29,8 @@ impl Backward2 for RmsNormBwd {
         _y: &Tensor,
         gy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // Contiguous (no copy when already so) for the loops, which read in place.
+        let (x, w, gy) = (&x.contiguous()?, &w.contiguous()?, &gy.contiguous()?);
         let (dx, dw) = match (cpu_f32(x)?, cpu_f32(w)?, cpu_f32(gy)?) {
             (Some(xs), Some(ws), Some(gs)) => {
                 let (dx, dw) = rms_norm_backward_cpu(&xs, &ws, &gs, self.eps);

@@ -67,6 +67,8 @@ impl Backward2 for SiluMulBwd {
         _y: &Tensor,
         gy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        // Contiguous (no copy when already so) for the loops, which read in place.
+        let (gate, up, gy) = (&gate.contiguous()?, &up.contiguous()?, &gy.contiguous()?);
         let (dg, du) = match (cpu_f32(gate)?, cpu_f32(up)?, cpu_f32(gy)?) {
             (Some(g), Some(u), Some(d)) => {
                 let (dg, du) = silu_mul_backward_cpu(&g, &u, &d);

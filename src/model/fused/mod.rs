@@ -223,7 +223,12 @@ impl CustomOp3 for AddRmsNorm {
         let x = cpu::floats(x, span(xl, self.name())?)?;
         let y = cpu::floats(y, span(yl, self.name())?)?;
         let w = cpu::floats(w, span(wl, self.name())?)?;
-        let out = cpu::add_rms_norm(self.eps, (&x, &y, &w), cols, cpu::rounding(dtype));
+        let out = cpu::add_rms_norm(
+            self.eps,
+            (&x[..], &y[..], &w[..]),
+            cols,
+            cpu::rounding(dtype),
+        );
         Ok((cpu::storage(out, dtype)?, Shape::from((2, rows, cols))))
     }
 
@@ -380,6 +385,75 @@ mod tests {
         let diff = max_diff(&silu_mul(&g, &u)?, &want);
         assert!(diff < 1e-5, "{diff}");
         assert!(silu_mul(&g, &u.narrow(1, 0, 12)?).is_err());
+        Ok(())
+    }
+    /// Relative max difference, with the reference's largest magnitude as the floor.
+    fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let scale = b
+            .to_dtype(DType::F32)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(scale > 0.0, "a reference of zeros proves nothing");
+        max_diff(a, b) / scale
+    }
+
+    #[test]
+    fn fused_attention_equals_masked_attention() -> Result<()> {
+        use crate::attention::{attend, attend_fused};
+        use crate::ops::Pass;
+        let dev = Device::Cpu;
+        // SmolLM2's 9 query heads over 3 kv heads of 64; prompts long enough that the
+        // softmax rows span many rayon tasks; with and without a cached prefix and a
+        // window.
+        for (n, past, window) in [
+            (300, 0, None),
+            (37, 150, None),
+            (64, 40, Some(50)),
+            (1, 9, None),
+        ] {
+            let total = past + n;
+            let seed = (n * 1000 + past) as u64;
+            let q = crate::seeded_randn(seed, 0.0, 1.0, (n, 9, 64), &dev)?;
+            let k = crate::seeded_randn(seed + 1, 0.0, 1.0, (total, 3, 64), &dev)?;
+            let v = crate::seeded_randn(seed + 2, 0.0, 1.0, (total, 3, 64), &dev)?;
+            let mask = Masks::new(DType::F32, &dev).get(n, past, window)?;
+            let want = attend(&q, &k, &v, mask.as_ref(), Pass::Inference)?;
+            let got = attend_fused(&q, &k, &v, (past, window))?;
+            assert_eq!(got.dims(), want.dims());
+            let diff = rel_diff(&got, &want);
+            assert!(diff < 1e-5, "n {n} past {past} window {window:?}: {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_parallel_loops_equal_the_composed_ops_on_large_inputs() -> Result<()> {
+        let dev = Device::Cpu;
+        // 2400 x 1536 (a prefill of 8 x 300 tokens through SmolLM2's MLP): many rayon
+        // tasks, and a last one shorter than the rest.
+        let g = crate::seeded_randn(11, 0.0, 2.0, (2401, 1536), &dev)?;
+        let u = crate::seeded_randn(12, 0.0, 2.0, (2401, 1536), &dev)?;
+        let want = (g.silu()? * &u)?;
+        assert!(rel_diff(&silu_mul(&g, &u)?, &want) < 1e-6);
+        let x = crate::seeded_randn(13, 0.0, 1.0, (2401, 576), &dev)?;
+        let y = crate::seeded_randn(14, 0.0, 1.0, (2401, 576), &dev)?;
+        let w = crate::seeded_randn(15, 1.0, 0.1, 576, &dev)?;
+        let want_r = (&x + &y)?;
+        let want_h = candle_nn::ops::rms_norm_slow(&want_r, &w, 1e-5)?;
+        let (r, h) = add_rms_norm(&x, &y, &w, 1e-5)?;
+        assert_eq!(max_diff(&r, &want_r), 0.0);
+        assert!(rel_diff(&h, &want_h) < 1e-6);
+        let scores = crate::seeded_randn(16, 0.0, 3.0, (3, 3, 301, 301), &dev)?;
+        let want = composed(&scores, 0, None, 0.125);
+        assert!(max_diff(&causal_softmax(&scores, 0, None, 0.125)?, &want) < 1e-6);
+        let t = crate::seeded_randn(17, 0.0, 1.0, (2, 301, 9, 64), &dev)?;
+        let want = t.transpose(1, 2)?.contiguous()?;
+        assert_eq!(max_diff(&swap12(&t)?, &want), 0.0);
         Ok(())
     }
 }
