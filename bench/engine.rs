@@ -48,7 +48,12 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
 fn prefill_fused(dec: &Decoder, ps: &[Vec<u32>], rounds: usize) -> anyhow::Result<()> {
     let mut off = dec.clone();
     off.set_fused_kernels(false);
-    for n in [8, 32] {
+    // BENCH_PREFILL_SEQS=32: one batch size only (for profiling).
+    let sizes: Vec<usize> = match std::env::var("BENCH_PREFILL_SEQS") {
+        Ok(s) => vec![s.parse()?],
+        Err(_) => vec![8, 32],
+    };
+    for n in sizes {
         let (mut best_off, mut best_on) = (0f64, 0f64);
         for _ in 0..rounds.max(1) {
             for (d, best) in [(&off, &mut best_off), (dec, &mut best_on)] {
