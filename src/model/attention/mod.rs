@@ -8,7 +8,11 @@ use super::batch::PackedBatch;
 use super::flash::VarlenLens;
 use super::kv::KvCache;
 use super::ops::{softmax_differentiable, Pass};
+
+mod sequence;
+
 use super::{ModelError, Result};
+pub use sequence::{attend, attend_fused};
 
 /// Additive mask `[n, past + n]`: new token j (absolute position past + j) sees key
 /// position p when p <= past + j and, with a sliding window w, past + j - p < w.
@@ -65,100 +69,6 @@ impl Masks {
         self.built.insert((n, past, window), m.clone());
         Ok(m)
     }
-}
-
-/// Attention of `q` (`[n, hq, d]`, the new tokens) over `k`, `v` (`[past + n, hkv, d]`)
-/// under `mask` (from [`Masks::get`]). Query heads are grouped onto their shared
-/// key/value head by a reshape, so keys and values are never repeated in memory.
-/// Returns `[n, hq * d]`. This is the CPU path: scores scaled after the product and
-/// softmax in f32.
-pub fn attend(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    pass: Pass,
-) -> Result<Tensor> {
-    let (n, hq, d) = q.dims3()?;
-    let (total, hkv, _) = k.dims3()?;
-    let groups = hq / hkv;
-    let scale = 1.0 / (d as f64).sqrt();
-    // [hq, n, d] -> [hkv, groups * n, d]: heads hkv*g..hkv*(g+1) share one kv head.
-    let qg = q
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((hkv, groups * n, d))?;
-    // [hkv, total, d]. On the CPU as strided views: its matmul reads any strides, and
-    // copying the whole cache into head-major order would cost a decode step as much
-    // as the product. cuBLAS needs dense matrices.
-    let heads_first = |x: &Tensor| -> Result<Tensor> {
-        let t = x.transpose(0, 1)?;
-        Ok(if x.device().is_cpu() {
-            t
-        } else {
-            t.contiguous()?
-        })
-    };
-    let kt = heads_first(k)?;
-    let vt = heads_first(v)?;
-    let mut scores = (qg.matmul(&kt.t()?)? * scale)?; // [hkv, groups*n, total]
-    if let Some(mask) = mask {
-        scores = scores
-            .reshape((hkv, groups, n, total))?
-            .broadcast_add(mask)?
-            .reshape((hkv, groups * n, total))?;
-    }
-    let in_dtype = scores.dtype();
-    let scores = scores.to_dtype(DType::F32)?;
-    let probs = if pass.differentiable() {
-        softmax_differentiable(&scores)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&scores)?
-    }
-    .to_dtype(in_dtype)?;
-    let out = probs.matmul(&vt)?; // [hkv, groups*n, d]
-    Ok(out
-        .reshape((hq, n, d))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((n, hq * d))?)
-}
-
-/// [`attend`] for inference with the scale, causal mask and softmax in one pass over
-/// the scores ([`super::fused::causal_softmax`]), `past` cached tokens before `q`'s and
-/// an optional sliding `window`: no mask tensor, no scaled or masked copy of the scores.
-pub fn attend_fused(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    (past, window): (usize, Option<usize>),
-) -> Result<Tensor> {
-    let (n, hq, d) = q.dims3()?;
-    let (total, hkv, _) = k.dims3()?;
-    let groups = hq / hkv;
-    let scale = 1.0 / (d as f64).sqrt();
-    let qg = q
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((hkv, groups * n, d))?;
-    // Strided views on the CPU, as in `attend`.
-    let heads_first = |x: &Tensor| -> Result<Tensor> {
-        let t = x.transpose(0, 1)?;
-        Ok(if x.device().is_cpu() {
-            t
-        } else {
-            t.contiguous()?
-        })
-    };
-    let (kt, vt) = (heads_first(k)?, heads_first(v)?);
-    let scores = qg.matmul(&kt.t()?)?.reshape((hkv, groups, n, total))?;
-    let probs = super::fused::causal_softmax(&scores, past, window, scale)?;
-    let out = probs.reshape((hkv, groups * n, total))?.matmul(&vt)?;
-    Ok(out
-        .reshape((hq, n, d))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((n, hq * d))?)
 }
 
 /// The accelerator path: `b` sequences of equal shape at once, `q` `[b, n, hq, d]`
