@@ -243,7 +243,7 @@ impl Decoder {
     }
 
     /// `(x + y, rms_norm(x + y, w))`: the residual add and the norm after it, one fused
-    /// kernel on an accelerator (see [`Self::set_fused_kernels`]).
+    /// op in inference (see [`Self::set_fused_kernels`]).
     fn add_rms_norm(
         &self,
         x: &Tensor,
@@ -251,7 +251,7 @@ impl Decoder {
         w: &Tensor,
         pass: Pass,
     ) -> Result<(Tensor, Tensor)> {
-        if self.fused_on_device(pass) && x.rank() == 2 {
+        if self.fused_ops(pass) && x.rank() == 2 {
             return super::fused::add_rms_norm(x, y, w, self.cfg.rms_norm_eps);
         }
         let r = (x + y)?;
@@ -263,7 +263,7 @@ impl Decoder {
     /// (one kernel each) or on the CPU (rayon loops on the pool the packed projections
     /// use: one pass instead of candle's two or three, and no second thread pool to
     /// wait on).
-    fn fused_on_device(&self, pass: Pass) -> bool {
+    fn fused_ops(&self, pass: Pass) -> bool {
         !pass.differentiable() && self.fused_kernels && super::fused::supported(self.dtype)
     }
 
@@ -360,7 +360,7 @@ impl Decoder {
                 pass,
                 fused: self.fused_kernels,
             },
-            fused_silu_mul: self.fused_on_device(pass),
+            fused_silu_mul: self.fused_ops(pass),
         };
         if let Some(store) = self.checkpointing.as_ref() {
             let trained =

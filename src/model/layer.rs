@@ -37,7 +37,7 @@ pub(super) struct BlockInputs<'a> {
     pub heads: (usize, usize, usize),
     pub rope: (&'a Tensor, &'a Tensor),
     pub attention: AttentionOps,
-    /// SiLU·up as one fused kernel (inference on an accelerator).
+    /// SiLU·up as one fused op (inference in a float dtype, any device).
     pub fused_silu_mul: bool,
 }
 

@@ -181,7 +181,8 @@ impl std::str::FromStr for AttentionPath {
 pub(super) struct AttentionOps {
     pub path: AttentionPath,
     pub pass: Pass,
-    /// The fused kernels of [`super::fused`] on the batched path (inference only).
+    /// The fused ops of [`super::fused`] (inference only): the scale, mask and softmax
+    /// pass on every path, the head transposes on the batched one.
     pub fused: bool,
 }
 

@@ -1,9 +1,11 @@
 //! Fused inference ops: on CUDA one kernel each (kernels.cu, PTX built by build.rs), on
-//! the CPU a plain loop with the same arithmetic (cpu.rs). An ncu profile of the judge
+//! the CPU a rayon loop over rows with the same arithmetic (cpu.rs). An ncu profile of the judge
 //! prefill on an H200 (bench/RESULTS.md) spent 45% of the GPU time in the additive mask,
 //! casts and softmax around the attention scores, 12% in SiLU and the gate·up product,
 //! 12% in the residual adds and RMSNorms and 14% in head transposes, each a separate
-//! candle kernel over a large tensor. No backward: training keeps the composed ops.
+//! candle kernel over a large tensor; on the CPU, candle's elementwise ops also wait on
+//! a second thread pool beside rayon's. No backward: training has its own ops
+//! (`autograd`), whose forwards reuse some of these.
 
 use std::ops::Range;
 
