@@ -24,6 +24,7 @@ pub mod packed;
 pub mod random;
 pub mod rope;
 pub mod skinny;
+pub mod threads;
 pub mod weights;
 
 pub use adapter::LoraAdapter;

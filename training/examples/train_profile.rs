@@ -33,6 +33,8 @@ fn status_mib(key: &str) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the server and the trainer run (CANDLE_NUM_THREADS=2 for candle's own pool).
+    self_judge_model::threads::one_cpu_pool();
     training::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: train_profile MODEL lora-qv|lora-all|full [STEPS] [SEQS] [LEN]";

@@ -74,6 +74,7 @@ enum Command {
 }
 
 fn main() {
+    self_judge_model::threads::one_cpu_pool();
     training::alloc::keep_freed_memory();
     let result = match Cli::parse().command {
         Command::Init(a) => training::init::run(a),
