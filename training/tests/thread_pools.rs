@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Runs a short `training jsft` with `candle_threads` (None: unset) and returns the
-/// names of every thread seen in the process while it ran, polled from /proc.
+/// names of every thread seen in the process while it ran, polled from /proc (unnamed
+/// threads, rayon's among them, show the process's own name).
 fn thread_names(candle_threads: Option<&str>) -> BTreeSet<String> {
     let dir = tempfile::tempdir().unwrap();
     assert!(common::init(&dir.path().join("init"), 64, &[])
@@ -28,10 +29,12 @@ fn thread_names(candle_threads: Option<&str>) -> BTreeSet<String> {
     }
     let mut child = cmd.spawn().unwrap();
     let tasks = format!("/proc/{}/task", child.id());
-    let mut names = BTreeSet::new();
+    let (mut names, mut most) = (BTreeSet::new(), 0);
     loop {
         if let Ok(entries) = std::fs::read_dir(&tasks) {
-            for e in entries.flatten() {
+            let entries: Vec<_> = entries.flatten().collect();
+            most = most.max(entries.len());
+            for e in entries {
                 if let Ok(name) = std::fs::read_to_string(e.path().join("comm")) {
                     names.insert(name.trim().to_string());
                 }
@@ -43,10 +46,8 @@ fn thread_names(candle_threads: Option<&str>) -> BTreeSet<String> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(
-        names.len() > 1,
-        "the poll saw no worker threads at all: {names:?}"
-    );
+    // rayon's workers ran beside the main thread, so the poll saw the run's threads.
+    assert!(most > 1, "the poll saw only the main thread: {names:?}");
     names
 }
 
